@@ -1,0 +1,66 @@
+"""Model registry: ``available()`` lists the model names, ``create(name, **hparams)`` builds one.
+
+Each model lives in its own module of this package and registers its representation class with
+``@register("name")``. Modules are discovered automatically, so adding a model is adding a file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable
+
+from localframe.errors import InputError
+from localframe.models.atomistic import AtomisticModel
+from localframe.models.base import Representation
+
+_REGISTRY: dict[str, type[Representation]] = {}
+_INFRASTRUCTURE = {"base", "atomistic"}
+
+
+def register(name: str) -> Callable[[type[Representation]], type[Representation]]:
+    """Class decorator that makes a representation available as ``create(name)``."""
+
+    def decorate(cls: type[Representation]) -> type[Representation]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise RuntimeError(f"model name {name!r} registered twice")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return decorate
+
+
+def _discover() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+def available() -> list[str]:
+    """Names of all registered models, sorted."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def representation_class(name: str) -> type[Representation]:
+    _discover()
+    if name not in _REGISTRY:
+        raise InputError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create(name: str, **hparams: Any) -> AtomisticModel:
+    """Build model ``name`` with its default hyperparameters, overridden by ``hparams``.
+
+    Every model takes ``cutoff`` (Å). Unknown hyperparameters raise :class:`InputError`.
+    """
+    cls = representation_class(name)
+    try:
+        representation = cls(**hparams)
+    except TypeError as err:
+        raise InputError(f"model {name!r}: {err}") from None
+    return AtomisticModel(representation, name, hparams)
+
+
+__all__ = ["AtomisticModel", "Representation", "available", "create", "register"]

@@ -1,0 +1,67 @@
+r"""The contract between model bodies and the shared heads.
+
+A *representation* (one file per model in this package) maps a graph to per-atom features:
+
+    forward(numbers (N,), edge_index (2, E), vectors (E, 3), batch (N,), n_structures)
+        -> scalars (N, F) invariant,  vectors (N, 3, F) equivariant or None
+
+``vectors`` are the pair vectors r_ij = x_j − x_i (+ periodic image shift) for the pairs
+``edge_index = (i, j)``, i the centre atom. A representation sees only these relative, image-
+corrected vectors — never absolute positions or the cell — so translation invariance and
+periodic consistency hold by construction. Its messages must vanish smoothly at the cutoff.
+
+:class:`AtomisticModel` wraps a representation with the heads that every model shares
+(see :mod:`localframe.heads`): energy E = Σ_i (scale·e_i + shift + E0[z_i]), conservative forces
+F = −∂E/∂x, stress σ = (1/V) ∂E/∂ε through a symmetric strain ε applied to positions and cell,
+and the other outputs the heads define.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from localframe.data.batch import AtomsBatch
+
+
+class Representation(nn.Module):
+    """Base class of model bodies. Subclasses set ``symmetry`` and ``hidden_channels``."""
+
+    #: "E(3)": invariant under rotations and reflections; "SE(3)": rotations only (chirality-aware).
+    symmetry: ClassVar[str] = "E(3)"
+    #: Citation shown in docs/models.md.
+    paper: ClassVar[str] = ""
+    #: Whether the body returns equivariant per-atom vectors (used by the dipole head).
+    has_vectors: ClassVar[bool] = False
+
+    hidden_channels: int
+    cutoff: float
+
+    def forward(
+        self,
+        numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        vectors: torch.Tensor,
+        batch: torch.Tensor,
+        n_structures: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+
+def apply_strain(batch: AtomsBatch, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions and cell under a zero symmetric strain ε (B, 3, 3) that autograd can differentiate.
+
+    x' = x (I + ε_b), cell' = cell (I + ε_b). Returns (ε, x', cell').
+    """
+    strain = torch.zeros_like(batch.cell, requires_grad=True)
+    sym = 0.5 * (strain + strain.transpose(1, 2))
+    positions = positions + torch.einsum("na,nab->nb", positions, sym[batch.batch])
+    cell = batch.cell + torch.bmm(batch.cell, sym)
+    return strain, positions, cell
+
+
+def cell_volume(cell: torch.Tensor) -> torch.Tensor:
+    """|det(cell)| per structure, (B,)."""
+    return torch.linalg.det(cell).abs()
