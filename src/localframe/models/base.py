@@ -30,7 +30,8 @@ class Representation(nn.Module):
     """Base class of model bodies. Subclasses set ``symmetry`` and ``hidden_channels``."""
 
     #: "E(3)": invariant under rotations and reflections; "SE(3)": rotations only (chirality-aware).
-    symmetry: ClassVar[str] = "E(3)"
+    #: A model with a parity switch sets it per instance in ``__init__``.
+    symmetry: str = "E(3)"
     #: Citation shown in docs/models.md.
     paper: ClassVar[str] = ""
     #: Whether the body returns equivariant per-atom vectors (used by the dipole head).
