@@ -10,4 +10,21 @@ except PackageNotFoundError:  # running from a source tree without installation
 from localframe.data.batch import AtomsBatch
 from localframe.errors import InputError
 
-__all__ = ["AtomsBatch", "InputError", "__version__"]
+__all__ = ["AtomsBatch", "Calculator", "InputError", "__version__", "load_model"]
+
+# Imported on first use, so that ``import localframe`` stays light.
+_LAZY = {"Calculator": "localframe.calculator", "load_model": "localframe.io"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'localframe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

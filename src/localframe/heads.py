@@ -1,7 +1,20 @@
 r"""Output heads shared by every model. Heads see per-atom features, never which model made them.
 
-Energy:  e_i = MLP(s_i);  E = Σ_i (scale · e_i + shift + E0[z_i])
-         (E0: per-element reference energies; scale, shift: from the training split)
+s_i are the invariant per-atom features (N, F) of a representation, v_i its equivariant per-atom
+vectors (N, 3, F) when it has them; b is the structure atom i belongs to, N_b its atom count.
+
+Energy:   e_i = MLP(s_i);  E = Σ_i (scale · e_i + shift + E0[z_i])
+          (E0: per-element reference energies; scale, shift: from the training split)
+
+Dipole:   q̃_i = MLP(s_i);  q_i = q̃_i + (Q_b − Σ_{k∈b} q̃_k) / N_b      so that Σ_{i∈b} q_i = Q_b
+          μ_b = Σ_{i∈b} q_i (x_i − c_b) + Σ_{i∈b} W v_i,   c_b = (1/N_b) Σ_{i∈b} x_i
+          (Q_b: total charge, 0 unless given; W: a bias-free linear map F → 1 acting on the
+          vector channels, present only when the representation returns vectors.) Charges in e,
+          dipole in e·Å. Only defined for non-periodic structures.
+
+Scalar:   t_i = MLP(s_i);  y_b = AGG_{i∈b} (scale · t_i + shift),   AGG ∈ {sum, mean}
+          "sum" for extensive targets (U0, alpha, zpve, Cv, r2, ...), where shift is a per-atom
+          offset; "mean" for intensive ones (homo, lumo, gap, ...), where shift is the mean target.
 """
 
 from __future__ import annotations
@@ -9,9 +22,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from localframe.nn.scatter import scatter_sum
+from localframe.errors import InputError
+from localframe.nn.scatter import scatter_mean, scatter_sum
 
 N_ELEMENTS = 119  # index = atomic number
+AGGREGATIONS = {"sum": scatter_sum, "mean": scatter_mean}
+#: Output names produced by AtomisticModel itself; scalar targets may not reuse them.
+RESERVED_OUTPUTS = ("energy", "forces", "stress", "dipole", "charges")
 
 
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.SiLU) -> nn.Sequential:
@@ -24,12 +41,16 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.SiLU) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
+def _readout(channels: int) -> nn.Sequential:
+    return mlp([channels, max(channels // 2, 1), 1])
+
+
 class EnergyHead(nn.Module):
     """Total energy as a sum of atomic terms with per-element references and a scale and shift."""
 
     def __init__(self, channels: int):
         super().__init__()
-        self.net = mlp([channels, max(channels // 2, 1), 1])
+        self.net = _readout(channels)
         self.register_buffer("atom_ref", torch.zeros(N_ELEMENTS))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
@@ -40,3 +61,73 @@ class EnergyHead(nn.Module):
 
     def forward(self, scalars: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor, n_structures: int) -> torch.Tensor:
         return scatter_sum(self.atomic(scalars, numbers), batch, n_structures)
+
+
+class DipoleHead(nn.Module):
+    """Dipole moment from charge-conserving atomic charges plus, if available, atomic dipoles."""
+
+    def __init__(self, channels: int, has_vectors: bool):
+        super().__init__()
+        self.charge_net = _readout(channels)
+        self.vector_weights = nn.Linear(channels, 1, bias=False) if has_vectors else None
+
+    def charges(
+        self, scalars: torch.Tensor, batch: torch.Tensor, n_structures: int, total_charge: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Atomic charges (N,) summing to ``total_charge`` (B,) per structure (zero if None)."""
+        q = self.charge_net(scalars).squeeze(-1)
+        excess = scatter_sum(q, batch, n_structures)
+        if total_charge is not None:
+            excess = excess - total_charge.to(q.dtype).reshape(n_structures)
+        n_atoms = torch.bincount(batch, minlength=n_structures).clamp(min=1).to(q.dtype)
+        return q - (excess / n_atoms)[batch]
+
+    def forward(
+        self,
+        scalars: torch.Tensor,
+        vectors: torch.Tensor | None,
+        positions: torch.Tensor,
+        batch: torch.Tensor,
+        n_structures: int,
+        total_charge: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dipole (B, 3), charges (N,)). ``positions`` are Cartesian, not centred."""
+        q = self.charges(scalars, batch, n_structures, total_charge)
+        centred = positions - scatter_mean(positions, batch, n_structures)[batch]
+        dipole = scatter_sum(q.unsqueeze(-1) * centred, batch, n_structures)
+        if self.vector_weights is not None:
+            if vectors is None:
+                raise RuntimeError("dipole head was built for a representation with vectors but got none")
+            dipole = dipole + scatter_sum(self.vector_weights(vectors).squeeze(-1), batch, n_structures)
+        return dipole, q
+
+
+class ScalarHead(nn.Module):
+    """One per-structure scalar: an atomic readout, scaled and shifted, then summed or averaged."""
+
+    def __init__(self, channels: int, aggregation: str):
+        super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise InputError(f"aggregation must be one of {sorted(AGGREGATIONS)}, got {aggregation!r}")
+        self.aggregation = aggregation
+        self.net = _readout(channels)
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("shift", torch.zeros(()))
+
+    def forward(self, scalars: torch.Tensor, batch: torch.Tensor, n_structures: int) -> torch.Tensor:
+        t = self.scale * self.net(scalars).squeeze(-1) + self.shift
+        return AGGREGATIONS[self.aggregation](t, batch, n_structures)
+
+
+def check_targets(targets: dict[str, str] | None) -> dict[str, str]:
+    """Validated copy of a ``{target name: "sum" | "mean"}`` mapping."""
+    out: dict[str, str] = {}
+    for name, aggregation in dict(targets or {}).items():
+        if not isinstance(name, str) or not name or "." in name:
+            raise InputError(f"target name must be a non-empty string without '.', got {name!r}")
+        if name in RESERVED_OUTPUTS:
+            raise InputError(f"target name {name!r} is reserved for a built-in output")
+        if aggregation not in AGGREGATIONS:
+            raise InputError(f"target {name!r}: aggregation must be 'sum' or 'mean', got {aggregation!r}")
+        out[name] = aggregation
+    return out

@@ -218,7 +218,7 @@ def _structure_graph(atoms: Atoms, cutoff: float, labels: Sequence[str], source:
     bad = (numbers < 1) | (numbers > MAX_Z)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise fail(f"unknown element at atom {k} (atomic number {numbers[k]}, symbol {atoms.get_chemical_symbols()[k]!r})")
+        raise fail(f"unknown element at atom {k} (atomic number {numbers[k]}; expected 1 to {MAX_Z})")
     positions = np.asarray(atoms.positions, dtype=np.float64)
     if not np.isfinite(positions).all():
         k = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
@@ -316,3 +316,8 @@ def _graphs_to_batch(graphs: list[dict], cutoff: float, dtype: torch.dtype) -> A
         labels={k: torch.as_tensor(np.stack([g["labels"][k] for g in graphs]), dtype=dtype) for k in sorted(structure_keys)},
         atom_labels={k: torch.as_tensor(np.concatenate([g["atom_labels"][k] for g in graphs]), dtype=dtype) for k in sorted(atom_keys)},
     )
+
+
+def check_structure(atoms: Atoms, labels: Sequence[str] = (), source: str | None = None, index: int = 0) -> None:
+    """Raise :class:`InputError` if a structure or one of its labels is unusable (see ``from_atoms``)."""
+    _structure_graph(atoms, 2 * MIN_DISTANCE, labels, source, index)

@@ -50,17 +50,21 @@ def representation_class(name: str) -> type[Representation]:
     return _REGISTRY[name]
 
 
-def create(name: str, **hparams: Any) -> AtomisticModel:
+def create(
+    name: str, dipole: bool = False, targets: dict[str, str] | None = None, **hparams: Any
+) -> AtomisticModel:
     """Build model ``name`` with its default hyperparameters, overridden by ``hparams``.
 
     Every model takes ``cutoff`` (Å). Unknown hyperparameters raise :class:`InputError`.
+    ``dipole=True`` adds the dipole head; ``targets`` maps scalar target names to their
+    aggregation, ``"sum"`` (extensive) or ``"mean"`` (intensive). See :mod:`localframe.heads`.
     """
     cls = representation_class(name)
     try:
         representation = cls(**hparams)
     except TypeError as err:
         raise InputError(f"model {name!r}: {err}") from None
-    return AtomisticModel(representation, name, hparams)
+    return AtomisticModel(representation, name, hparams, dipole=dipole, targets=targets)
 
 
 __all__ = ["AtomisticModel", "Representation", "available", "create", "register"]

@@ -1,0 +1,169 @@
+"""The ``localframe`` command line: parses arguments and calls the library. No logic of its own.
+
+Errors a user can fix (:class:`localframe.errors.InputError`, missing files) print one line on
+stderr and exit with status 2; an interrupt exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable
+
+EXIT_INPUT = 2
+PLANNED = {
+    "train": "training (YAML config, EMA, resume, DDP, plots)",
+    "evaluate": "evaluation of a trained model file on a data source",
+    "md": "molecular dynamics with a trained model",
+    "relax": "structure relaxation with a trained model",
+    "bench": "speed, scaling and accuracy benchmarks against peers",
+}
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    from localframe.errors import InputError
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"{flag} expects NAME=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _source_options(args: argparse.Namespace) -> dict:
+    options = {"keys": _pairs(args.key, "--key"), "units": _pairs(args.unit, "--unit"), "extra": _pairs(args.extra, "--extra")}
+    if args.format:
+        options["format"] = args.format
+    return options
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("labels and units of a file source")
+    group.add_argument("--key", action="append", metavar="LABEL=KEY",
+                       help="file key holding a label, e.g. energy=REF_energy forces=REF_forces (repeatable)")
+    group.add_argument("--unit", action="append", metavar="LABEL=UNIT",
+                       help="unit of a label or of lengths in the file, e.g. energy=kcal/mol forces=kcal/mol/Å "
+                            "length=bohr (repeatable; default eV and Å)")
+    group.add_argument("--extra", action="append", metavar="NAME=KEY",
+                       help="an extra per-structure scalar label to carry, unconverted (repeatable)")
+    group.add_argument("--format", help="ASE file format, when the extension does not tell")
+
+
+# ------------------------------------------------------------------------------------- commands
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from localframe.data import info, sources
+
+    summary = info.summarize(sources.load(args.source, **_source_options(args)))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        info.render(summary)
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from localframe.reference import label_file
+
+    label_file(args.input, args.output, progress=not args.quiet)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from localframe.reference import sample
+
+    sample(
+        args.input, args.output, temperature=args.temperature, frames=args.frames, timestep=args.timestep,
+        interval=args.interval, seed=args.seed, progress=not args.quiet,
+    )
+    print(f"wrote {args.frames} frames to {args.output}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from localframe.quickstart import run
+
+    return run(args.out, frames=args.frames, seed=args.seed)
+
+
+def _planned(name: str) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        print(f"localframe {name}: {PLANNED[name]} is not available in this version yet", file=sys.stderr)
+        return EXIT_INPUT
+
+    return command
+
+
+# ------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from localframe import __version__
+
+    parser = argparse.ArgumentParser(prog="localframe", description="Local-frame equivariant models for 3D molecules and materials.")
+    parser.add_argument("--version", action="version", version=f"localframe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("quickstart", help="the main job end to end, no download: data, reference labels, summary")
+    p.add_argument("--out", default="quickstart", help="output folder (default: ./quickstart)")
+    p.add_argument("--frames", type=int, default=200, help="frames of the ethanol reference trajectory")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("data", help="inspect data sources")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    q = data_sub.add_parser("info", help="structures, elements, atoms per structure, label statistics and units")
+    q.add_argument("source", help="'qm9', an MD17-style .npz file, or any ASE-readable file")
+    q.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _add_source_options(q)
+    q.set_defaults(func=cmd_data_info)
+
+    p = sub.add_parser("label", help="add GFN2-xTB energies, forces (and stress for periodic cells) to every structure")
+    p.add_argument("input", help="any ASE-readable file")
+    p.add_argument("output", help="extxyz file to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("sample", help="GFN2-xTB Langevin MD from a SMILES or a structure file -> MD17-style extxyz")
+    p.add_argument("input", metavar="SMILES_OR_FILE")
+    p.add_argument("output", help="extxyz file to write")
+    p.add_argument("--temperature", type=float, default=500.0, help="K (default 500)")
+    p.add_argument("--frames", type=int, default=200, help="frames to write (default 200)")
+    p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    p.add_argument("--interval", type=int, default=10, help="MD steps between written frames (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sample)
+
+    for name, text in PLANNED.items():
+        p = sub.add_parser(name, help=f"{text} (coming)")
+        p.add_argument("args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_planned(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # GFN2-xTB is several times faster single-threaded on small molecules; the OpenMP runtime
+    # reads this once, so it is set before anything loads it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from localframe.errors import InputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as err:
+        print(f"localframe {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        print(f"localframe {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print(f"localframe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
