@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Callable
 
@@ -132,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=500.0, help="K (default 500)")
     p.add_argument("--frames", type=int, default=200, help="frames to write (default 200)")
     p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
-    p.add_argument("--interval", type=int, default=10, help="MD steps between written frames (default 10)")
+    p.add_argument("--interval", type=int, default=20, help="MD steps between written frames (default 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sample)
@@ -145,9 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # GFN2-xTB is several times faster single-threaded on small molecules; the OpenMP runtime
-    # reads this once, so it is set before anything loads it.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     from localframe.errors import InputError
 
     parser = build_parser()
