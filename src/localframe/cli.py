@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable
 
 EXIT_INPUT = 2
 PLANNED = {
-    "train": "training (YAML config, EMA, resume, DDP, plots)",
-    "evaluate": "evaluation of a trained model file on a data source",
     "md": "molecular dynamics with a trained model",
     "relax": "structure relaxation with a trained model",
     "bench": "speed, scaling and accuracy benchmarks against peers",
@@ -83,6 +82,56 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from localframe.train import config as configuration
+    from localframe.train.run import train
+
+    if args.resume:
+        if args.config:
+            args.overrides = [args.config, *args.overrides]  # RUN_DIR given: everything else overrides
+        cfg = configuration.load(os.path.join(args.resume, "config.yaml"), args.overrides)
+        cfg.run_dir = args.resume
+    else:
+        if not args.config:
+            from localframe.errors import InputError
+
+            raise InputError("a config file is required (or --resume RUN_DIR)")
+        cfg = configuration.load(args.config, args.overrides)
+    result = train(cfg, resume=bool(args.resume), progress=not args.quiet)
+    if result:
+        _print_result(result, cfg.run_dir)
+    return 0
+
+
+def _print_result(result: dict, run_dir: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"test split ({result.get('n_test', 0)} structures), {result['model']}, "
+                        f"{result['train_seconds']:.0f} s of training")
+    for col in ("label", "MAE", "RMSE", "unit"):
+        table.add_column(col, justify="left" if col in ("label", "unit") else "right")
+    for label, m in result.get("test", {}).items():
+        table.add_row(label, f"{m['mae']:.4g}", f"{m['rmse']:.4g}", m["unit"])
+    console = Console()
+    console.print(table)
+    console.print(f"run directory: {run_dir} (model.pt, metrics.csv, test_metrics.json, learning_curve.png, parity.png)")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from localframe.train.run import evaluate
+
+    result = evaluate(args.model, args.data, out=args.out, batch_size=args.batch_size, **_source_options(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for label, m in result["metrics"].items():
+            print(f"{label:>16s}  MAE {m['mae']:.5g}  RMSE {m['rmse']:.5g}  {m['unit']}  ({m['count']} values)")
+        if args.out:
+            print(f"wrote {args.out}/metrics.json and {args.out}/parity.png")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from localframe.quickstart import run
 
@@ -135,6 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("train", help="train a model from a YAML config; section.key=value overrides")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.max_time=20 model.name=schnet")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="MAE and RMSE of a model file on a data source, with a parity plot")
+    p.add_argument("model", help="model file (RUN_DIR/model.pt)")
+    p.add_argument("data", help="'qm9', an .npz or any ASE-readable file")
+    p.add_argument("--out", help="folder for metrics.json and parity.png")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_source_options(p)
+    p.set_defaults(func=cmd_evaluate)
 
     for name, text in PLANNED.items():
         p = sub.add_parser(name, help=f"{text} (coming)")

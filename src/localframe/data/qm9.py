@@ -72,6 +72,9 @@ UNITS = {
     "U0_atom": "eV", "U_atom": "eV", "H_atom": "eV", "G_atom": "eV",
 }
 TARGETS = tuple(UNITS)
+# How atomic contributions add up to each target: intensive orbital energies are averaged,
+# everything else is summed.
+AGGREGATION = {name: ("mean" if name in ("homo", "lumo", "gap") else "sum") for name in TARGETS}
 
 # Energies of the free atoms at the QM9 level of theory (Hartree), from the data set's atomref table.
 ATOM_REFERENCES = {  # element: (U0, U, H, G)

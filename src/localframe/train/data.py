@@ -1,0 +1,97 @@
+"""From a data source to batches: splits, precomputed graphs, and normalization from the training split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from localframe.data.batch import AtomsBatch
+from localframe.data.readers import StructureSet
+from localframe.errors import InputError
+from localframe.heads import N_ELEMENTS
+
+
+class GraphDataset(Dataset):
+    """Structures with their neighbor lists built once; items are single-structure batches."""
+
+    def __init__(self, data: StructureSet, indices, cutoff: float, dtype: torch.dtype = torch.float32):
+        self.graphs = [
+            AtomsBatch.from_atoms(data.atoms[k], cutoff, labels=data.labels, dtype=dtype, source=data.source, first_index=int(k))
+            for k in indices
+        ]
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, k: int) -> AtomsBatch:
+        return self.graphs[k]
+
+
+def loader(dataset: GraphDataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=AtomsBatch.collate, generator=generator)
+
+
+def make_splits(data: StructureSet, n_train: int | None, n_val: int | None, n_test: int | None, seed: int) -> dict[str, np.ndarray]:
+    """Split indices. A source with its own split (QM9) keeps it; otherwise one permutation with
+    ``seed``: n_train, then n_val, then n_test (default: 80 % / 10 % / the rest)."""
+    if data.splits:
+        parts = dict(data.splits)
+        if n_test is not None:
+            parts["test"] = parts["test"][:n_test]
+        return parts
+    total = len(data)
+    n_train = n_train if n_train is not None else int(0.8 * total)
+    n_val = n_val if n_val is not None else max(1, int(0.1 * total))
+    n_test = n_test if n_test is not None else total - n_train - n_val
+    if n_train + n_val + n_test > total or min(n_train, n_val) <= 0:
+        raise InputError(f"split {n_train} train + {n_val} val + {n_test} test does not fit {total} structures", data.source)
+    perm = np.random.default_rng(seed).permutation(total)
+    return {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val : n_train + n_val + n_test]}
+
+
+@dataclass
+class Normalization:
+    """Statistics of the training split that set the heads' reference energies, scales and shifts."""
+
+    atom_ref: list[float]  # (119,) eV, least-squares per-element energies
+    energy_scale: float  # eV: force RMS (eV/Å × 1 Å) when forces are labelled, else residual std per atom
+    target_stats: dict[str, tuple[float, float]]  # name -> (shift, scale) in the target's unit
+
+    def to_dict(self) -> dict:
+        return {"atom_ref": self.atom_ref, "energy_scale": self.energy_scale,
+                "target_stats": {k: list(v) for k, v in self.target_stats.items()}}
+
+
+def normalization(data: StructureSet, train: np.ndarray, targets: dict[str, str]) -> Normalization:
+    atoms = [data.atoms[k] for k in train]
+    atom_ref = np.zeros(N_ELEMENTS)
+    energy_scale = 1.0
+    if "energy" in data.labels:
+        counts = np.zeros((len(atoms), N_ELEMENTS))
+        for row, a in enumerate(atoms):
+            np.add.at(counts[row], a.numbers, 1.0)
+        present = counts.any(axis=0)
+        energies = np.array([a.info["energy"] for a in atoms])
+        solution, *_ = np.linalg.lstsq(counts[:, present], energies, rcond=None)
+        atom_ref[present] = solution
+        residual_per_atom = (energies - counts @ atom_ref) / counts.sum(axis=1)
+        if "forces" in data.labels:
+            forces = np.concatenate([a.arrays["forces"].reshape(-1) for a in atoms])
+            energy_scale = float(np.sqrt(np.mean(forces**2)))
+        else:
+            energy_scale = float(residual_per_atom.std())
+        energy_scale = energy_scale if energy_scale > 1e-8 else 1.0
+    stats = {}
+    for name, aggregation in targets.items():
+        values = np.array([a.info[name] for a in atoms], dtype=np.float64)
+        if aggregation == "sum":  # extensive: per-atom shift and scale
+            n = np.array([len(a) for a in atoms], dtype=np.float64)
+            per_atom = values / n
+            stats[name] = (float(per_atom.mean()), float(per_atom.std() or 1.0))
+        else:
+            stats[name] = (float(values.mean()), float(values.std() or 1.0))
+    return Normalization(atom_ref.tolist(), energy_scale, stats)

@@ -1,0 +1,196 @@
+r"""The Lightning module: losses, EMA of the weights, learning-rate schedule, atomic checkpoints.
+
+Loss (each term averaged over a batch, in normalised units so the weights are comparable):
+
+    L = w_E ℓ((E − Ê)/(N σ)) + w_F ℓ((F − F̂)/σ) + w_S ℓ((S − Ŝ)/σ) + w_μ ℓ(μ − μ̂) + w_t Σ_t ℓ((y_t − ŷ_t)/σ_t)
+
+with σ the energy scale of the training split (force RMS, or per-atom energy spread), σ_t the
+target's spread (times N for extensive targets) and ℓ the squared, absolute or Huber error.
+
+Learning rate: linear warm-up, then either cosine decay to ``min_lr`` over whichever budget ends
+first (``max_epochs`` or the wall-clock ``max_time``), a plateau schedule on the validation
+metric, or constant. Validation, testing and export use the exponential moving average of the
+weights when ``ema_decay`` is set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from localframe.data.batch import AtomsBatch
+from localframe.models import AtomisticModel
+from localframe.train.config import TrainConfig
+
+LOSSES = {
+    "mse": lambda x: x.pow(2).mean(),
+    "l1": lambda x: x.abs().mean(),
+    "huber": lambda x: torch.nn.functional.huber_loss(x, torch.zeros_like(x), delta=0.01),
+}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed, so a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ckpt.", dir=os.path.dirname(path) or ".")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+class Task(L.LightningModule):
+    def __init__(self, model: AtomisticModel, cfg: TrainConfig, labels: tuple[str, ...], energy_scale: float,
+                 target_scales: dict[str, float]):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.labels = tuple(labels)
+        self.energy_scale = float(energy_scale)
+        self.target_scales = dict(target_scales)
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if cfg.ema_decay else None
+        )
+        self.elapsed = 0.0  # seconds of training, kept across resumes
+        self.plateau_scale = 1.0
+        self.best_metric = math.inf
+        self.stale = 0
+        self._step_start = 0.0
+        self._val_errors: list[torch.Tensor] = []
+
+    def transfer_batch_to_device(self, batch: AtomsBatch, device, dataloader_idx: int) -> AtomsBatch:
+        return batch.to(device)
+
+    # ------------------------------------------------------------------ what to compute
+    @property
+    def eval_model(self) -> AtomisticModel:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _wants(self) -> dict[str, bool]:
+        w = self.cfg.weights
+        return {
+            "forces": "forces" in self.labels and w.forces > 0,
+            "stress": "stress" in self.labels and w.stress > 0,
+            "dipole": "dipole" in self.labels and w.dipole > 0 and self.model.has_dipole,
+        }
+
+    def _errors(self, model: AtomisticModel, batch: AtomsBatch) -> dict[str, torch.Tensor]:
+        """Normalised errors per label (flattened), for the loss and the validation metric."""
+        wants = self._wants()
+        out = model(batch, forces=wants["forces"], stress=wants["stress"], dipole=wants["dipole"])
+        n = batch.n_atoms.to(batch.dtype)
+        errors = {}
+        if "energy" in self.labels:
+            errors["energy"] = (out["energy"] - batch.labels["energy"]) / (n * self.energy_scale)
+        if wants["forces"]:
+            errors["forces"] = ((out["forces"] - batch.atom_labels["forces"]) / self.energy_scale).reshape(-1)
+        if wants["stress"]:
+            errors["stress"] = ((out["stress"] - batch.labels["stress"]) / self.energy_scale).reshape(-1)
+        if wants["dipole"]:
+            errors["dipole"] = (out["dipole"] - batch.labels["dipole"]).reshape(-1)
+        for name, aggregation in model.targets.items():
+            scale = self.target_scales[name] * (n if aggregation == "sum" else 1.0)
+            errors[f"target:{name}"] = (out[name] - batch.labels[name]) / scale
+        return errors
+
+    def _weighted(self, errors: dict[str, torch.Tensor], loss) -> torch.Tensor:
+        w = self.cfg.weights
+        total = 0.0
+        for key, err in errors.items():
+            weight = w.targets if key.startswith("target:") else getattr(w, key)
+            total = total + weight * loss(err)
+        return total
+
+    # ------------------------------------------------------------------ training
+    def on_train_batch_start(self, batch, batch_idx):
+        self._step_start = time.perf_counter()
+        self._set_lr()
+
+    def training_step(self, batch: AtomsBatch, batch_idx: int):
+        errors = self._errors(self.model, batch)
+        loss = self._weighted(errors, LOSSES[self.cfg.loss])
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch.n_structures, on_step=True, on_epoch=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.elapsed += time.perf_counter() - self._step_start
+        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False, on_step=True, on_epoch=False)
+
+    def _progress(self) -> float:
+        """Fraction of the training budget used: steps or wall-clock, whichever is further."""
+        trainer = self.trainer
+        total_steps = max(1, trainer.num_training_batches * self.cfg.max_epochs) if trainer.num_training_batches != math.inf else 1
+        fraction = self.global_step / total_steps
+        if self.cfg.max_time:
+            fraction = max(fraction, self.elapsed / (60.0 * self.cfg.max_time))
+        return min(fraction, 1.0)
+
+    def _set_lr(self) -> None:
+        cfg = self.cfg
+        warm = min(1.0, (self.global_step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.schedule == "cosine":
+            decay = cfg.min_lr / cfg.lr + (1 - cfg.min_lr / cfg.lr) * 0.5 * (1 + math.cos(math.pi * self._progress()))
+        elif cfg.schedule == "plateau":
+            decay = max(self.plateau_scale, cfg.min_lr / cfg.lr)
+        else:
+            decay = 1.0
+        for group in self.optimizers().param_groups:
+            group["lr"] = cfg.lr * warm * decay
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: AtomsBatch, batch_idx: int):
+        errors = self._errors(self.eval_model, batch)
+        value = self._weighted({k: v.detach() for k, v in errors.items()}, LOSSES["l1"])
+        self.log("val_metric", value, prog_bar=True, batch_size=batch.n_structures, sync_dist=True)
+        if "energy" in errors:
+            n = batch.n_atoms.to(batch.dtype)
+            self.log("val_energy_mae", (errors["energy"] * n * self.energy_scale).abs().mean(), batch_size=batch.n_structures, sync_dist=True)
+        if "forces" in errors:
+            self.log("val_forces_mae", (errors["forces"] * self.energy_scale).abs().mean(), batch_size=batch.n_structures, sync_dist=True)
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            return
+        metric = float(self.trainer.callback_metrics.get("val_metric", math.inf))
+        if metric < self.best_metric:
+            self.best_metric, self.stale = metric, 0
+        else:
+            self.stale += 1
+            if self.cfg.schedule == "plateau" and self.stale % self.cfg.plateau_patience == 0:
+                self.plateau_scale *= self.cfg.plateau_factor
+        if self.cfg.early_stopping and self.stale >= self.cfg.early_stopping:
+            self.trainer.should_stop = True
+
+    # ------------------------------------------------------------------ checkpoint state
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["localframe_state"] = {"elapsed": self.elapsed, "plateau_scale": self.plateau_scale,
+                                          "best_metric": self.best_metric, "stale": self.stale}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("localframe_state", {})
+        self.elapsed = state.get("elapsed", 0.0)
+        self.plateau_scale = state.get("plateau_scale", 1.0)
+        self.best_metric = state.get("best_metric", math.inf)
+        self.stale = state.get("stale", 0)

@@ -1,0 +1,179 @@
+"""``localframe train``: from a config to a run directory.
+
+RUN_DIR/
+  config.yaml         the resolved configuration
+  checkpoints/        last.ckpt (every ``checkpoint_minutes`` and at the end), best.ckpt (validation)
+  metrics.csv         one row per epoch: time, learning rate, training loss, validation metrics
+  model.pt            the deployable model (EMA weights of the best validation epoch)
+  test_metrics.json   MAE and RMSE per label on the test split
+  learning_curve.png, parity.png
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+
+from localframe import models
+from localframe.data import qm9, sources
+from localframe.errors import InputError
+from localframe.io import save_model
+from localframe.train import config as configuration
+from localframe.train.data import GraphDataset, loader, make_splits, normalization
+from localframe.train.evaluate import learning_curve, metrics, parity_plots, predict, write_json
+from localframe.train.module import AtomicCheckpointIO, Task
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+METRIC_COLUMNS = ("epoch", "step", "time_s", "lr", "train_loss", "val_metric", "val_energy_mae", "val_forces_mae")
+
+
+class MetricsCSV(Callback):
+    """Appends one row per epoch to RUN_DIR/metrics.csv (rank 0 only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_epoch_end(self, trainer, task):
+        if trainer.global_rank != 0:
+            return
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "time_s": f"{task.elapsed:.1f}",
+               "lr": f"{trainer.optimizers[0].param_groups[0]['lr']:.3e}",
+               "train_loss": _value(m.get("train_loss_epoch")), "val_metric": _value(m.get("val_metric")),
+               "val_energy_mae": _value(m.get("val_energy_mae")), "val_forces_mae": _value(m.get("val_forces_mae"))}
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def _value(t) -> str:
+    return "" if t is None else f"{float(t):.6g}"
+
+
+def target_aggregations(cfg: configuration.RunConfig) -> dict[str, str]:
+    """Scalar targets and how atoms add up to them (QM9's table; 'sum' for anything else)."""
+    return {name: qm9.AGGREGATION.get(name, "sum") for name in cfg.data.targets}
+
+
+def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train, test and export; returns the test metrics."""
+    run = Path(cfg.run_dir)
+    last = run / "checkpoints" / "last.ckpt"
+    if resume and not last.exists():
+        raise InputError("nothing to resume: no checkpoints/last.ckpt", str(run))
+    if not resume and last.exists():
+        raise InputError("already holds a run; resume it with --resume or choose another run_dir", str(run))
+    run.mkdir(parents=True, exist_ok=True)
+    configuration.dump(cfg, run / "config.yaml")
+    tc = cfg.train
+    L.seed_everything(tc.seed, workers=True, verbose=False)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    dtype = DTYPES[tc.dtype]
+
+    # data: splits, graphs, statistics of the training split
+    options = {"keys": cfg.data.keys, "units": cfg.data.units, "format": cfg.data.format}
+    if cfg.data.source.lower() == "qm9":
+        options = {"targets": cfg.data.targets, "n_train": cfg.data.n_train, "n_val": cfg.data.n_val, "seed": cfg.data.split_seed}
+    data = sources.load(cfg.data.source, **options)
+    targets = target_aggregations(cfg)
+    missing = [t for t in targets if t not in data.labels]
+    if missing:
+        raise InputError(f"data.targets {missing} are not labels of this source (labels: {list(data.labels)})", data.source)
+    splits = make_splits(data, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.split_seed)
+    cutoff = cfg.model.cutoff
+    datasets = {name: GraphDataset(data, idx, cutoff, dtype) for name, idx in splits.items() if len(idx)}
+    norm = normalization(data, splits["train"], targets)
+
+    # model with its normalisation
+    model = models.create(cfg.model.name, cutoff=cutoff, dipole="dipole" in data.labels, targets=targets, **cfg.model.hparams)
+    model = model.to(dtype)
+    with torch.no_grad():
+        model.energy_head.atom_ref.copy_(torch.tensor(norm.atom_ref, dtype=dtype))
+        model.energy_head.scale.fill_(norm.energy_scale)
+        for name, (shift, scale) in norm.target_stats.items():
+            model.target_heads[name].shift.fill_(shift)
+            model.target_heads[name].scale.fill_(scale)
+    target_scales = {name: scale for name, (_, scale) in norm.target_stats.items()}
+    task = Task(model, tc, data.labels, norm.energy_scale, target_scales)
+
+    callbacks = [
+        ModelCheckpoint(dirpath=run / "checkpoints", filename="last", train_time_interval=timedelta(minutes=tc.checkpoint_minutes),
+                        save_top_k=1, enable_version_counter=False),
+        ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_metric", mode="min", save_top_k=1,
+                        enable_version_counter=False),
+        MetricsCSV(run / "metrics.csv"),
+    ]
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(datasets["train"]) // tc.batch_size // 20)))
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy, precision="64-true" if dtype == torch.float64 else "32-true",
+        max_epochs=tc.max_epochs, max_time=timedelta(minutes=tc.max_time) if tc.max_time else None,
+        gradient_clip_val=tc.clip_grad, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        logger=False, enable_progress_bar=progress, enable_model_summary=False, default_root_dir=run,
+        inference_mode=False, num_sanity_val_steps=0,
+    )
+    start = time.perf_counter()
+    trainer.fit(
+        task, loader(datasets["train"], tc.batch_size, shuffle=True, seed=tc.seed),
+        loader(datasets["val"], tc.eval_batch_size, shuffle=False), ckpt_path=str(last) if resume else None,
+    )
+    trainer.save_checkpoint(last)
+    if trainer.global_rank != 0:
+        return {}
+
+    # export the EMA weights of the best validation epoch, then test them
+    best = run / "checkpoints" / "best.ckpt"
+    if best.exists():
+        task.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    final = task.eval_model
+    elements = sorted({int(z) for k in splits["train"] for z in data.atoms[k].numbers})
+    final.metadata = {
+        "units": {"energy": "eV", "length": "Å", **{t: data.units.get(t, "") for t in targets}},
+        "elements": elements, "normalization": norm.to_dict(), "labels": list(data.labels),
+        "data": cfg.data.source, "model": cfg.model.name, "train_seconds": round(task.elapsed, 1),
+    }
+    save_model(final, run / "model.pt")
+    result = {"wall_seconds": round(time.perf_counter() - start, 1), "train_seconds": round(task.elapsed, 1),
+              "epochs": trainer.current_epoch, "model": cfg.model.name}
+    if "test" in datasets:
+        pairs = predict(final, loader(datasets["test"], tc.eval_batch_size, shuffle=False), data.labels)
+        result["test"] = metrics(pairs, data.units)
+        result["n_test"] = len(datasets["test"])
+        parity_plots(pairs, run / "parity.png", title=f"{cfg.model.name} on the test split", units=data.units)
+    write_json(result, run / "test_metrics.json")
+    if (run / "metrics.csv").exists():
+        learning_curve(run / "metrics.csv", run / "learning_curve.png")
+    return result
+
+
+def evaluate(model_path: str | Path, source: str, out: str | Path | None = None, batch_size: int = 64,
+             **options) -> dict:
+    """MAE and RMSE per label of a model file on any data source; JSON and a parity plot in ``out``."""
+    from localframe.io import load_model
+
+    model = load_model(model_path)
+    data = sources.load(source, **options)
+    graphs = GraphDataset(data, np.arange(len(data)), model.cutoff, next(model.parameters()).dtype)
+    pairs = predict(model, loader(graphs, batch_size, shuffle=False), data.labels)
+    if not pairs:
+        raise InputError(f"the data has none of the labels the model predicts (data labels: {list(data.labels)})", source)
+    result = {"model": str(model_path), "data": str(source), "structures": len(data), "metrics": metrics(pairs, data.units)}
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(result, out / "metrics.json")
+        parity_plots(pairs, out / "parity.png", title=f"{Path(model_path).name} on {Path(source).name}", units=data.units)
+    return result
