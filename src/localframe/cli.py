@@ -212,7 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     from localframe.errors import InputError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # section.key=value overrides may stand anywhere on a train command line, also after flags
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    if extra and (getattr(args, "func", None) is not cmd_train or len(overrides) != len(extra)):
+        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     try:
         return args.func(args)
     except InputError as err:

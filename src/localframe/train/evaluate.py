@@ -76,12 +76,17 @@ def parity_plots(pairs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         pred, ref = pairs[key]
+        name = key
+        if key == "energy":  # total energies carry a large offset; show them relative to the mean reference
+            offset = float(ref.mean())
+            pred, ref, name = pred - offset, ref - offset, f"energy − {offset:.6g}"
         lo, hi = float(min(pred.min(), ref.min())), float(max(pred.max(), ref.max()))
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
         ax.scatter(ref, pred, s=4, alpha=0.5, rasterized=True)
         unit = units.get(key, "")
-        ax.set_xlabel(f"reference {key} [{unit}]" if unit else f"reference {key}")
-        ax.set_ylabel(f"predicted {key}")
+        ax.set_xlabel(f"reference {name} [{unit}]" if unit else f"reference {name}")
+        ax.set_ylabel(f"predicted {name}")
+        ax.locator_params(nbins=5)
         mae = np.abs(pred - ref).mean()
         ax.text(0.04, 0.93, f"MAE {mae:.4g} {unit}", transform=ax.transAxes)
         ax.set_aspect("equal", adjustable="datalim")

@@ -68,12 +68,14 @@ class Task(L.LightningModule):
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
             if cfg.ema_decay else None
         )
+        if self.ema is not None:  # the average is not trained: keep it out of the optimiser and of DDP
+            self.ema.requires_grad_(False)
         self.elapsed = 0.0  # seconds of training, kept across resumes
         self.plateau_scale = 1.0
         self.best_metric = math.inf
         self.stale = 0
         self._step_start = 0.0
-        self._val_errors: list[torch.Tensor] = []
+        self.ranks_identical: bool | None = None  # set after distributed training
 
     def transfer_batch_to_device(self, batch: AtomsBatch, device, dataloader_idx: int) -> AtomsBatch:
         return batch.to(device)
@@ -182,6 +184,15 @@ class Task(L.LightningModule):
                 self.plateau_scale *= self.cfg.plateau_factor
         if self.cfg.early_stopping and self.stale >= self.cfg.early_stopping:
             self.trainer.should_stop = True
+
+    def on_train_end(self):
+        """Under DDP, check that every rank ends with the same weights (they must, bit for bit)."""
+        if self.trainer.world_size > 1:
+            flat = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
+            gathered = self.all_gather(flat)
+            self.ranks_identical = bool((gathered - gathered[0]).abs().max() == 0)
+            if not self.ranks_identical:
+                raise RuntimeError("distributed training ended with different weights on different ranks")
 
     # ------------------------------------------------------------------ checkpoint state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

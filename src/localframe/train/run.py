@@ -32,6 +32,9 @@ from localframe.train.evaluate import learning_curve, metrics, parity_plots, pre
 from localframe.train.module import AtomicCheckpointIO, Task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Some models hold parameters that never reach the energy (a last vector update, an unused head):
+# plain DDP would stop on them, so "ddp" means DDP that tolerates unused parameters.
+STRATEGIES = {"ddp": "ddp_find_unused_parameters_true"}
 METRIC_COLUMNS = ("epoch", "step", "time_s", "lr", "train_loss", "val_metric", "val_energy_mae", "val_forces_mae")
 
 
@@ -67,7 +70,8 @@ def target_aggregations(cfg: configuration.RunConfig) -> dict[str, str]:
 
 
 def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train, test and export; returns the test metrics."""
+    """Train, test and export. Returns the contents of test_metrics.json plus ``model_object``,
+    the exported model in memory (rank 0; other ranks of a distributed run return ``{}``)."""
     run = Path(cfg.run_dir)
     last = run / "checkpoints" / "last.ckpt"
     if resume and not last.exists():
@@ -119,7 +123,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(datasets["train"]) // tc.batch_size // 20)))
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy, precision="64-true" if dtype == torch.float64 else "32-true",
+        strategy=STRATEGIES.get(cfg.trainer.strategy, cfg.trainer.strategy), precision="64-true" if dtype == torch.float64 else "32-true",
         max_epochs=tc.max_epochs, max_time=timedelta(minutes=tc.max_time) if tc.max_time else None,
         gradient_clip_val=tc.clip_grad, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         logger=False, enable_progress_bar=progress, enable_model_summary=False, default_root_dir=run,
@@ -147,7 +151,10 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     }
     save_model(final, run / "model.pt")
     result = {"wall_seconds": round(time.perf_counter() - start, 1), "train_seconds": round(task.elapsed, 1),
-              "epochs": trainer.current_epoch, "model": cfg.model.name}
+              "epochs": trainer.current_epoch, "steps": trainer.global_step, "model": cfg.model.name,
+              "world_size": trainer.world_size}
+    if task.ranks_identical is not None:
+        result["ranks_identical"] = task.ranks_identical
     if "test" in datasets:
         pairs = predict(final, loader(datasets["test"], tc.eval_batch_size, shuffle=False), data.labels)
         result["test"] = metrics(pairs, data.units)
@@ -156,7 +163,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     write_json(result, run / "test_metrics.json")
     if (run / "metrics.csv").exists():
         learning_curve(run / "metrics.csv", run / "learning_curve.png")
-    return result
+    return {**result, "model_object": final}
 
 
 def evaluate(model_path: str | Path, source: str, out: str | Path | None = None, batch_size: int = 64,
