@@ -6,9 +6,10 @@
 
 Properties: ``energy`` and ``free_energy`` (eV, equal), ``forces`` (eV/Å), ``stress`` (eV/Å³,
 ASE Voigt order xx, yy, zz, yz, xz, xy; structures periodic in all three directions only) and
-``dipole`` (e·Å; models with a dipole head, non-periodic structures only; the total charge is
-``atoms.info["charge"]`` when set). The calculator works on its own copy of the model, in
-eval mode, in the requested dtype and on the requested device.
+``dipole`` (e·Å) with the atomic ``charges`` (e) (models with a dipole head, non-periodic
+structures only; the charges sum to ``atoms.info["charge"]`` when set, else to zero).
+The calculator works on its own copy of the model, in eval mode, in the requested dtype and
+on the requested device.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from localframe.models.atomistic import AtomisticModel
 class Calculator(_AseCalculator):
     """``Calculator(model_or_path, device="cpu", dtype="float32")``: an ASE calculator for one model."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "dipole"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "dipole", "charges"]
+    _DIPOLE_PROPERTIES = ("dipole", "charges")
 
     def __init__(self, model_or_path, device: str | torch.device = "cpu", dtype: str = "float32", **kwargs):
         super().__init__(**kwargs)
@@ -48,8 +50,15 @@ class Calculator(_AseCalculator):
             raise InputError(f"expected a localframe model or a model file path, got {type(model_or_path).__name__}")
         self.model = model.eval()
         self.implemented_properties = [
-            p for p in type(self).implemented_properties if p != "dipole" or self.model.has_dipole
+            p for p in type(self).implemented_properties if p not in self._DIPOLE_PROPERTIES or self.model.has_dipole
         ]
+
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's system changes, plus a change of the total charge ``atoms.info["charge"]``."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and atoms.info.get("charge") != self.atoms.info.get("charge"):
+            changes.append("charge")
+        return changes
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -57,9 +66,9 @@ class Calculator(_AseCalculator):
         periodic, fully_periodic = bool(atoms.pbc.any()), bool(atoms.pbc.all())
         if "stress" in properties and not fully_periodic:
             raise PropertyNotImplementedError("stress is only defined for structures periodic in all three directions")
-        if "dipole" in properties and (periodic or not self.model.has_dipole):
+        if any(p in self._DIPOLE_PROPERTIES for p in properties) and (periodic or not self.model.has_dipole):
             raise PropertyNotImplementedError(
-                "dipole needs a model with a dipole head and a non-periodic structure"
+                "dipole and charges need a model with a dipole head and a non-periodic structure"
             )
         labels = ("charge",) if "charge" in atoms.info else ()
         batch = AtomsBatch.from_atoms(atoms, cutoff=self.model.cutoff, labels=labels, dtype=self.dtype)
@@ -74,6 +83,7 @@ class Calculator(_AseCalculator):
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
         if "dipole" in out:
             self.results["dipole"] = _numpy(out["dipole"])[0]
+            self.results["charges"] = _numpy(out["charges"])
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

@@ -73,11 +73,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     source = str(path)
     target_dtype = _dtype(dtype, source)
     if not Path(path).is_file():
-        raise InputError("model file not found", source)
+        raise InputError("model file not found (no such file)", source)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors, truncated zip archives, refused globals, ...
-        raise InputError(f"not a readable localframe model file ({type(err).__name__}: {_first_line(err)})", source) from None
+        raise InputError(f"not a localframe model file, or a corrupted one ({_load_problem(err)})", source) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"not a localframe model file (expected format {FORMAT!r})", source)
     version = payload.get("format_version")
@@ -104,7 +104,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise InputError(f"weights do not match model {config['name']!r}: {_first_line(err)}", source) from None
+        raise InputError(f"weights do not match model {config['name']!r}: {_one_line(err)}", source) from None
     if "cutoff" in payload and abs(float(payload["cutoff"]) - model.cutoff) > 1e-12:
         raise InputError(f"model file cutoff {payload['cutoff']} disagrees with its config ({model.cutoff})", source)
     model.metadata = dict(payload.get("metadata") or {})
@@ -119,9 +119,19 @@ def _dtype(dtype: torch.dtype | str | None, source: str | None = None) -> torch.
     return DTYPES[str(dtype)]
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "no details"
+def _load_problem(err: BaseException) -> str:
+    """A short reason why ``torch.load(weights_only=True)`` refused a file (without its advice)."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error:" in line:
+            detail = line.split("WeightsUnpickler error:", 1)[1].split(" was not an allowed global")[0].strip()
+            if detail.startswith("Unsupported global"):
+                return f"it holds more than tensors and plain values: {detail}"
+    return f"{type(err).__name__} while reading it"
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_plain(value: Any, where: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -138,6 +139,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, np.generic) and np.ndim(value) == 0:  # numpy scalars
+        return value.item()
     raise TypeError(f"hyperparameter value {value!r} of type {type(value).__name__} is not a plain JSON type")
 
 
