@@ -22,15 +22,15 @@ and v_i ∈ ℝ^{3×H} equivariant features. Frames, scalarize and tensorize: :m
        c_ij = [F_ij W_v v_i, F_ij W_v v_j]                         ∈ ℝ^{6C}
        μ_ij = u_ij · σ(W₂ σ(W_a s_i + W_b s_j + W_c ε_ij + W_d c_ij + b))
        s_i ← s_i + MLP_h([s_i, Σ_j μ_ij])
-       α_ij = W_α μ_ij ∈ ℝ^{3×H}  (no bias, so α_ij → 0 at r_c)
-       v_i ← v_i + Σ_j Σ_k α_ij,k ⊗ e_k,ij                        (tensorize)
+       α_ij = W_α μ_ij ∈ ℝ^{3×C}  (no bias, so α_ij → 0 at r_c)
+       v_i ← v_i + W_o Σ_j Σ_k α_ij,k ⊗ e_k,ij                    (tensorize; W_o: C → H channels)
 
    s⁰_i = E(z_i), v⁰_i = 0. Every per-edge term carries u_ij, so energy and forces are continuous
    when neighbours cross the cutoff.
 
-Symmetry. e₂ is a pseudovector, so the coefficients on it are pseudoscalars: with ``chiral=True``
-(default, as in the paper) the model is SE(3)-invariant and distinguishes enantiomers; with
-``chiral=False`` those coefficients pass through a smooth even function and tensorize skips e₂,
+Symmetry. e₂ is a pseudovector, so the coefficients on it are pseudoscalars: with
+``symmetry="SE(3)"`` (default, as in the paper) the model distinguishes enantiomers; with
+``symmetry="E(3)"`` those coefficients pass through a smooth even function and tensorize skips e₂,
 which makes the model E(3)-invariant. The model returns (s, v) with v equivariant.
 """
 
@@ -43,7 +43,7 @@ from localframe.heads import N_ELEMENTS, mlp
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
-from localframe.nn.frames import edge_frame, neighbour_centroid, scalarize, tensorize
+from localframe.nn.frames import check_symmetry, edge_frame, neighbour_centroid, scalarize, tensorize
 from localframe.nn.radial import BesselBasis
 from localframe.nn.scatter import scatter_sum
 
@@ -61,7 +61,8 @@ class FrameMessageLayer(nn.Module):
         self.vector_coeff = nn.Linear(6 * vector_mix, hidden, bias=False)
         self.message = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.update = mlp([2 * hidden, hidden, hidden])
-        self.coeff = nn.Linear(hidden, 3 * hidden, bias=False)
+        self.coeff = nn.Linear(hidden, 3 * vector_mix, bias=False)
+        self.vector_out = nn.Linear(vector_mix, hidden, bias=False)
 
     def forward(self, s, v, edge_emb, frame, u, edge_index):
         i, j = edge_index
@@ -71,14 +72,14 @@ class FrameMessageLayer(nn.Module):
         pre = self.centre(s)[i] + self.neighbour(s)[j] + self.edge(edge_emb) + self.vector_coeff(c.flatten(1))
         mu = u.unsqueeze(-1) * self.message(pre)
         s = s + self.update(torch.cat([s, scatter_sum(mu, i, n)], dim=-1))
-        alpha = self.coeff(mu).view(-1, 3, self.hidden)
-        v = v + scatter_sum(tensorize(alpha, frame, self.chiral), i, n)
+        alpha = self.coeff(mu).unflatten(-1, (3, -1))
+        v = v + self.vector_out(scatter_sum(tensorize(alpha, frame, self.chiral), i, n))
         return s, v
 
 
 @register("clofnet")
 class ClofNet(Representation):
-    """ClofNet energy model; ``chiral=True`` (default) gives an SE(3), chirality-aware model."""
+    """ClofNet energy model; SE(3) and chirality-aware by default, E(3) with ``symmetry="E(3)"``."""
 
     paper = "Du et al., SE(3) Equivariant Graph Neural Networks with Complete Local Frames, ICML 2022 (arXiv:2110.14811)"
     has_vectors = True
@@ -90,13 +91,13 @@ class ClofNet(Representation):
         num_layers: int = 4,
         num_radial: int = 32,
         vector_mix: int | None = None,
-        chiral: bool = True,
+        symmetry: str = "SE(3)",
     ):
         super().__init__()
         self.cutoff = float(cutoff)
         self.hidden_channels = int(hidden_channels)
-        self.chiral = bool(chiral)
-        self.symmetry = "SE(3)" if self.chiral else "E(3)"
+        self.symmetry = check_symmetry(symmetry)
+        self.chiral = self.symmetry == "SE(3)"
         mix = int(vector_mix) if vector_mix else max(self.hidden_channels // 4, 1)
         self.envelope = PolynomialCutoff(cutoff)
         self.radial = BesselBasis(cutoff, num_radial)

@@ -29,8 +29,8 @@ along vanished rows are 0: degenerate frames lose information gracefully, they n
 Parity. e₁ and e₃ are polar vectors, e₂ = e₁ × s is a pseudovector: under an improper rotation
 the coefficient of a polar vector on e₂ flips sign. Models choose:
 
-* SE(3) (``chiral=True``): keep the sign — mirror images get different invariants.
-* E(3)  (``chiral=False``): replace that coefficient by the smooth even function
+* SE(3) (``chiral=True``; models: ``symmetry="SE(3)"``): keep the sign — mirror images get different invariants.
+* E(3)  (``chiral=False``; models: ``symmetry="E(3)"``): replace that coefficient by the smooth even function
   even(c) = √(c² + ε²) − ε (no kink at 0, unlike |c|), and let tensorize use e₁ and e₃ only,
   so that its output stays a polar vector.
 
@@ -44,10 +44,19 @@ from __future__ import annotations
 
 import torch
 
+from localframe.errors import InputError
 from localframe.nn.scatter import scatter_sum
 
 #: Length (Å) below which a direction is treated as undefined.
 FRAME_EPS = 1e-2
+SYMMETRIES = ("E(3)", "SE(3)")
+
+
+def check_symmetry(symmetry: str) -> str:
+    """The parity choice of a model: "E(3)" (mirror-invariant) or "SE(3)" (chirality-aware)."""
+    if symmetry not in SYMMETRIES:
+        raise InputError(f"symmetry must be one of {SYMMETRIES}, got {symmetry!r}")
+    return symmetry
 
 
 def safe_norm(u: torch.Tensor, eps: float = FRAME_EPS, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
@@ -110,7 +119,7 @@ def scalarize(vectors: torch.Tensor, frame: torch.Tensor, chiral: bool, eps: flo
 
     ``chiral=False`` makes the pseudo-row (e₂) coefficient parity-even with :func:`even`.
     """
-    coeff = torch.einsum("...kx,...xf->...kf", frame, vectors)
+    coeff = (frame.unsqueeze(-1) * vectors.unsqueeze(-3)).sum(-2)  # faster than einsum for 3×3 on CPU
     if chiral:
         return coeff
     return torch.cat([coeff[..., :1, :], even(coeff[..., 1:2, :], eps), coeff[..., 2:, :]], dim=-2)
@@ -120,10 +129,10 @@ def tensorize(coeff: torch.Tensor, frame: torch.Tensor, chiral: bool) -> torch.T
     """Vectors Σ_k c_k e_k (…, 3, F) from coefficients (…, 3, F); ``chiral=False`` skips e₂."""
     if not chiral:
         coeff = coeff * coeff.new_tensor([1.0, 0.0, 1.0]).view(3, 1)
-    return torch.einsum("...kx,...kf->...xf", frame, coeff)
+    return (frame.unsqueeze(-1) * coeff.unsqueeze(-2)).sum(-3)
 
 
 __all__ = [
-    "FRAME_EPS", "build_frame", "edge_frame", "even", "local_centroids", "neighbour_centroid",
+    "FRAME_EPS", "SYMMETRIES", "build_frame", "check_symmetry", "edge_frame", "even", "local_centroids", "neighbour_centroid",
     "node_frame", "normalize", "safe_norm", "scalarize", "tensorize",
 ]
