@@ -14,8 +14,6 @@ from typing import Callable
 
 EXIT_INPUT = 2
 PLANNED = {
-    "md": "molecular dynamics with a trained model",
-    "relax": "structure relaxation with a trained model",
     "bench": "speed, scaling and accuracy benchmarks against peers",
 }
 
@@ -135,7 +133,62 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from localframe.quickstart import run
 
-    return run(args.out, frames=args.frames, seed=args.seed)
+    return run(args.out, frames=args.frames, seed=args.seed, minutes=args.minutes, model=args.model)
+
+
+def _calculator(args: argparse.Namespace, skin: float = 0.0):
+    from localframe.calculator import Calculator
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return Calculator(args.model, device=args.device, dtype=args.dtype, skin=skin, compile=args.compile)
+
+
+def cmd_md(args: argparse.Namespace) -> int:
+    from localframe.md import read_structure, run_md
+
+    atoms = read_structure(args.structure, index=args.index)
+    summary = run_md(
+        _calculator(args, args.skin), atoms, ensemble=args.ensemble, temperature=args.temperature,
+        timestep=args.timestep, steps=args.steps, traj=args.traj, log=args.log, seed=args.seed,
+        progress=not args.quiet, max_uncertainty=args.max_uncertainty, thermostat=args.thermostat,
+        friction=args.friction, taut=args.taut, pressure=args.pressure, taup=args.taup, npt_cell=args.npt_cell,
+        interval=args.interval, restart=args.restart,
+    )
+    print(f"{summary['steps']} steps ({summary['time_ps']:g} ps) at {summary['steps_per_second']:.1f} steps/s; "
+          f"T {summary['temperature_mean']:.1f} ± {summary['temperature_std']:.1f} K; "
+          f"wrote {summary['frames']} frames to {args.traj}" + (f" and the log {args.log}" if args.log else ""))
+    if summary["energy_drift"] is not None:
+        print(f"total energy drift {summary['energy_drift']:.3g} eV/atom/ps")
+    return 0
+
+
+def cmd_relax(args: argparse.Namespace) -> int:
+    from localframe.md import read_structure, relax
+
+    atoms = read_structure(args.structure, index=args.index)
+    result = relax(
+        _calculator(args), atoms, fmax=args.fmax, optimizer=args.optimizer, steps=args.steps,
+        cell=False if args.fix_cell else None, pressure=args.pressure, out=args.out, traj=args.traj,
+        progress=not args.quiet,
+    )
+    state = "converged" if result["converged"] else "NOT converged"
+    print(f"{state} after {result['steps']} steps: E {result['energy']:.6f} eV, fmax {result['fmax']:.4f} eV/Å; "
+          f"wrote {args.out}")
+    return 0 if result["converged"] else 1
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="+", help="model file (RUN_DIR/model.pt); several files make a committee")
+    parser.add_argument("structure", help="any ASE-readable structure file")
+    parser.add_argument("--index", default="-1", help="structure in the file (ASE index, default -1: the last)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _planned(name: str) -> Callable[[argparse.Namespace], int]:
@@ -154,9 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"localframe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("quickstart", help="the main job end to end, no download: data, reference labels, summary")
+    p = sub.add_parser("quickstart", help="the main job, no download: GFN2-xTB data, training, evaluation, MD")
     p.add_argument("--out", default="quickstart", help="output folder (default: ./quickstart)")
-    p.add_argument("--frames", type=int, default=200, help="frames of the ethanol reference trajectory")
+    p.add_argument("--frames", type=int, default=500, help="frames of the ethanol reference trajectory (default 500)")
+    p.add_argument("--minutes", type=float, default=4.0, help="training budget in minutes (default 4)")
+    p.add_argument("--model", default="leftnet", help="model to train (default leftnet)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_quickstart)
 
@@ -200,6 +255,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_source_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("md", help="molecular dynamics with a model file or a committee (NVE, NVT, NPT)")
+    _add_model_options(p)
+    p.add_argument("--ensemble", choices=("nve", "nvt", "npt"), default="nvt", help="default nvt")
+    p.add_argument("--thermostat", choices=("langevin", "bussi", "nose-hoover"), default="langevin",
+                   help="nvt thermostat (default langevin)")
+    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300; initial velocities and target)")
+    p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    p.add_argument("--steps", type=int, default=1000, help="MD steps to run (default 1000; more steps with --restart)")
+    p.add_argument("--traj", default="md.extxyz", help="extended XYZ trajectory (default md.extxyz)")
+    p.add_argument("--log", help="CSV log of energies and temperature")
+    p.add_argument("--interval", type=int, default=10, help="steps between written frames and log lines (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--restart", action="store_true", help="continue from the last frame of --traj, appending")
+    p.add_argument("--max-uncertainty", type=float, metavar="EV_PER_A",
+                   help="stop when the committee force spread of an atom exceeds this (eV/Å)")
+    p.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs (default 0.01)")
+    p.add_argument("--taut", type=float, help="Bussi/Nosé-Hoover/MTK thermostat time, fs (default 100 timesteps)")
+    p.add_argument("--pressure", type=float, default=0.0, help="npt pressure, GPa (default 0)")
+    p.add_argument("--taup", type=float, help="npt barostat time, fs (default 1000 timesteps)")
+    p.add_argument("--npt-cell", choices=("isotropic", "full"), default="isotropic", help="npt cell fluctuations")
+    p.add_argument("--skin", type=float, default=1.0, help="Verlet skin of the neighbour list, Å (default 1; 0: "
+                   "fresh list every step)")
+    p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("relax", help="relax a structure (and a periodic cell) with a model file or a committee")
+    _add_model_options(p)
+    p.add_argument("--fmax", type=float, default=0.05, help="force convergence, eV/Å (default 0.05)")
+    p.add_argument("--optimizer", choices=("fire", "bfgs"), default="fire", help="default fire")
+    p.add_argument("--steps", type=int, default=1000, help="most optimizer steps (default 1000)")
+    p.add_argument("--out", default="relaxed.extxyz", help="relaxed structure (default relaxed.extxyz)")
+    p.add_argument("--traj", help="extended XYZ file of every step")
+    p.add_argument("--fix-cell", action="store_true", help="keep the cell of a periodic structure fixed")
+    p.add_argument("--pressure", type=float, default=0.0, help="pressure for the cell relaxation, GPa (default 0)")
+    p.set_defaults(func=cmd_relax)
 
     for name, text in PLANNED.items():
         p = sub.add_parser(name, help=f"{text} (coming)")

@@ -1,8 +1,10 @@
-"""``localframe quickstart``: the main job end to end with no download.
+"""``localframe quickstart``: from a SMILES to a trained, tested potential running MD — no download.
 
-1. QM9 from the installed qm9pack package: molecules, elements, target statistics.
-2. A GFN2-xTB Langevin trajectory of ethanol at 500 K (an MD17-style data set) in ``OUT/``.
-3. A summary of that data set, ready for training.
+1. Reference data: a GFN2-xTB Langevin trajectory of ethanol at 500 K (MD17 style) in ``OUT/``.
+2. Training: LEFTNet on energies and forces for a few minutes on the CPU.
+3. Evaluation on held-out frames: MAE of energies and forces, parity plot.
+4. Molecular dynamics with the trained model (NVT, then the energy conservation of NVE).
+5. A result table and where the files are.
 """
 
 from __future__ import annotations
@@ -11,29 +13,82 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 
-def run(out: str | Path = "quickstart", frames: int = 200, seed: int = 0) -> int:
-    from localframe.data import info, sources
+def run(out: str | Path = "quickstart", frames: int = 500, seed: int = 0, minutes: float = 4.0,
+        model: str = "leftnet", md_steps: int = 2000) -> int:
     from localframe.reference import sample
+    from localframe.train import config as configuration
+    from localframe.train.run import train
 
     console = Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    data = out / "ethanol_xtb.extxyz"
+    run_dir = out / f"ethanol_{model}"
+    rows: list[tuple[str, str]] = []
 
-    console.rule("1. QM9 (offline, from qm9pack)")
+    console.rule("1. Reference data: ethanol, GFN2-xTB Langevin MD at 500 K")
     start = time.perf_counter()
-    info.render(info.summarize(sources.load("qm9")), console)
-    console.print(f"[dim]loaded in {time.perf_counter() - start:.1f} s[/dim]")
+    if data.exists():
+        console.print(f"using the existing {data}")
+    else:
+        sample("CCO", data, temperature=500.0, frames=frames, seed=seed)
+    rows.append(("reference data", f"{frames} frames of GFN2-xTB ethanol at 500 K ({time.perf_counter() - start:.0f} s)"))
 
-    console.rule("2. GFN2-xTB reference data: ethanol, Langevin MD at 500 K")
-    path = out / "ethanol.extxyz"
-    start = time.perf_counter()
-    sample("CCO", path, temperature=500.0, frames=frames, seed=seed)
-    console.print(f"wrote {frames} frames to {path} in {time.perf_counter() - start:.1f} s")
+    console.rule(f"2. Training {model} on energies and forces ({minutes:g} minutes)")
+    n_test = max(1, frames // 10)
+    cfg = configuration.validate({
+        "data": {"source": str(data), "n_train": frames - 2 * n_test, "n_val": n_test, "n_test": n_test},
+        "model": {"name": model, "cutoff": 5.0, "hparams": {"hidden_channels": 64, "num_layers": 3}},
+        "train": {"batch_size": 8, "lr": 2e-3, "max_time": minutes, "warmup_steps": 50, "ema_decay": 0.99,
+                  "weights": {"energy": 1.0, "forces": 100.0}, "seed": seed, "checkpoint_minutes": 2.0},
+        "run_dir": str(run_dir),
+    }, source="quickstart")
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        console.print(f"{run_dir} already holds a run; remove it to train again")
+        return 2
+    result = train(cfg, progress=True)
+    test = result["test"]
+    rows.append(("training", f"{model}, {result['epochs']} epochs in {result['train_seconds']:.0f} s"))
+    rows.append(("test energy MAE", f"{1000 * test['energy']['mae']:.1f} meV ({1000 * test['energy_per_atom']['mae']:.2f} meV/atom), "
+                                    f"{result['n_test']} unseen frames"))
+    rows.append(("test force MAE", f"{1000 * test['forces']['mae']:.1f} meV/Å"))
 
-    console.rule("3. The new data set")
-    info.render(info.summarize(sources.load(path)), console)
-    console.print(f"\nNext: [bold]localframe data info {path}[/bold]; models: "
-                  "[bold]python -c 'import localframe.models as m; print(m.available())'[/bold]")
+    md_rows = _molecular_dynamics(console, run_dir, data, md_steps, seed)
+    rows.extend(md_rows)
+
+    console.rule("Result")
+    table = Table(show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    console.print(f"files: {data}, {run_dir}/model.pt, {run_dir}/parity.png, {run_dir}/learning_curve.png"
+                  + (f", {out}/md.extxyz, {out}/md.csv" if md_rows else ""))
     return 0
+
+
+def _molecular_dynamics(console: Console, run_dir: Path, data: Path, steps: int, seed: int) -> list[tuple[str, str]]:
+    """Short NVT then NVE runs with the trained model; returns result rows (none if MD is unavailable)."""
+    try:
+        from localframe.md import run_md
+    except ImportError:
+        return []
+    import ase.io
+
+    from localframe.calculator import Calculator
+
+    console.rule("4. Molecular dynamics with the trained model")
+    atoms = ase.io.read(data, index=-1)
+    atoms.calc = Calculator(str(run_dir / "model.pt"))
+    nvt = run_md(atoms.calc, atoms, ensemble="nvt", temperature=300.0, timestep=0.5, steps=steps,
+                 traj=run_dir.parent / "md.extxyz", log=run_dir.parent / "md.csv", seed=seed)
+    nve = run_md(atoms.calc, atoms, ensemble="nve", temperature=300.0, timestep=0.5, steps=steps, seed=seed)
+    return [
+        ("MD (NVT, 300 K)", f"{steps} steps of 0.5 fs at {nvt['steps_per_second']:.0f} steps/s, "
+                            f"mean temperature {nvt['temperature_mean']:.0f} K"),
+        ("MD (NVE)", f"total-energy drift {1000 * nve['drift_per_atom_per_ps']:.3f} meV/atom/ps over {steps * 0.5 / 1000:g} ps"),
+    ]

@@ -41,11 +41,11 @@ def smooth_norm(v: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class Message(nn.Module):
-    def __init__(self, channels: int, num_rbf: int):
+    def __init__(self, channels: int, num_radial: int):
         super().__init__()
         self.channels = channels
         self.scalar_net = nn.Sequential(nn.Linear(channels, channels), nn.SiLU(), nn.Linear(channels, 3 * channels))
-        self.filter = nn.Linear(num_rbf, 3 * channels)
+        self.filter = nn.Linear(num_radial, 3 * channels)
 
     def forward(self, s, v, rbf, envelope, unit, edge_index):
         i, j = edge_index
@@ -77,14 +77,14 @@ class PaiNN(Representation):
     paper = "Schütt, Unke, Gastegger, ICML 2021 (arXiv:2102.03150)"
     has_vectors = True
 
-    def __init__(self, cutoff: float = 5.0, hidden_channels: int = 128, num_layers: int = 3, num_rbf: int = 20):
+    def __init__(self, cutoff: float = 5.0, hidden_channels: int = 128, num_layers: int = 3, num_radial: int = 20):
         super().__init__()
         self.cutoff = float(cutoff)
         self.hidden_channels = int(hidden_channels)
         self.embedding = nn.Embedding(N_ELEMENTS, self.hidden_channels)
-        self.rbf = BesselBasis(self.cutoff, num_rbf)
+        self.rbf = BesselBasis(self.cutoff, num_radial)
         self.envelope = PolynomialCutoff(self.cutoff)
-        self.messages = nn.ModuleList([Message(self.hidden_channels, num_rbf) for _ in range(num_layers)])
+        self.messages = nn.ModuleList([Message(self.hidden_channels, num_radial) for _ in range(num_layers)])
         self.updates = nn.ModuleList([Update(self.hidden_channels) for _ in range(num_layers)])
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):

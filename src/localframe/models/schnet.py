@@ -39,9 +39,9 @@ class ShiftedSoftplus(nn.Module):
 
 
 class Interaction(nn.Module):
-    def __init__(self, channels: int, filters: int, num_rbf: int):
+    def __init__(self, channels: int, filters: int, num_radial: int):
         super().__init__()
-        self.filter_net = nn.Sequential(nn.Linear(num_rbf, filters), ShiftedSoftplus(), nn.Linear(filters, filters))
+        self.filter_net = nn.Sequential(nn.Linear(num_radial, filters), ShiftedSoftplus(), nn.Linear(filters, filters))
         self.lin_in = nn.Linear(channels, filters, bias=False)
         self.update = nn.Sequential(nn.Linear(filters, channels), ShiftedSoftplus(), nn.Linear(channels, channels))
 
@@ -64,17 +64,17 @@ class SchNet(Representation):
         hidden_channels: int = 128,
         num_filters: int | None = None,
         num_layers: int = 6,
-        num_rbf: int = 50,
+        num_radial: int = 50,
     ):
         super().__init__()
         self.cutoff = float(cutoff)
         self.hidden_channels = int(hidden_channels)
         filters = int(num_filters or hidden_channels)
         self.embedding = nn.Embedding(N_ELEMENTS, self.hidden_channels)
-        self.rbf = GaussianBasis(self.cutoff, num_rbf)
+        self.rbf = GaussianBasis(self.cutoff, num_radial)
         self.envelope = PolynomialCutoff(self.cutoff)
         self.interactions = nn.ModuleList(
-            [Interaction(self.hidden_channels, filters, num_rbf) for _ in range(num_layers)]
+            [Interaction(self.hidden_channels, filters, num_radial) for _ in range(num_layers)]
         )
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
