@@ -170,3 +170,29 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, emt_data):
     result = json.loads((run / "test_metrics.json").read_text())
     assert result["world_size"] == 2
     assert result["ranks_identical"] is True
+
+
+def test_normalization_recovers_element_references_of_an_additive_target():
+    from ase import Atoms
+
+    from localframe.data.readers import StructureSet
+    from localframe.train.data import normalization
+
+    refs = {1: -0.5, 6: -37.8, 8: -75.1}
+    rng = np.random.default_rng(3)
+    atoms = []
+    for _ in range(30):
+        numbers = rng.choice([1, 6, 8], size=rng.integers(2, 9))
+        a = Atoms(numbers=numbers, positions=np.arange(len(numbers))[:, None] * [1.5, 0, 0])
+        a.info["U0"] = sum(refs[z] for z in numbers) + 0.01 * rng.normal()
+        a.info["gap"] = 5.0 + rng.normal()
+        atoms.append(a)
+    data = StructureSet(atoms, ("U0", "gap"), {"U0": "eV", "gap": "eV"}, "synthetic")
+    norm = normalization(data, np.arange(30), {"U0": "sum", "gap": "mean"})
+    fitted = norm.target_stats["U0"]["atom_ref"]
+    for z, value in refs.items():
+        assert fitted[z] == pytest.approx(value, abs=0.02)
+    assert norm.target_stats["U0"]["scale"] < 0.01
+    gaps = np.array([a.info["gap"] for a in atoms])
+    assert norm.target_stats["gap"]["shift"] == pytest.approx(gaps.mean())
+    assert norm.target_stats["gap"]["scale"] == pytest.approx(gaps.std())

@@ -12,9 +12,11 @@ Dipole:   q̃_i = MLP(s_i);  q_i = q̃_i + (Q_b − Σ_{k∈b} q̃_k) / N_b     
           vector channels, present only when the representation returns vectors.) Charges in e,
           dipole in e·Å. Only defined for non-periodic structures.
 
-Scalar:   t_i = MLP(s_i);  y_b = AGG_{i∈b} (scale · t_i + shift),   AGG ∈ {sum, mean}
-          "sum" for extensive targets (U0, alpha, zpve, Cv, r2, ...), where shift is a per-atom
-          offset; "mean" for intensive ones (homo, lumo, gap, ...), where shift is the mean target.
+Scalar:   t_i = MLP(s_i);  y_b = AGG_{i∈b} (scale · t_i + shift + y0[z_i]),   AGG ∈ {sum, mean}
+          "sum" for extensive targets (U0, alpha, zpve, Cv, r2, ...), where y0 are per-element
+          reference values (least squares over the training compositions) and shift a per-atom
+          offset; "mean" for intensive ones (homo, lumo, gap, ...), where shift is the mean target
+          and y0 stays 0.
 """
 
 from __future__ import annotations
@@ -113,9 +115,10 @@ class ScalarHead(nn.Module):
         self.net = _readout(channels)
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
+        self.register_buffer("atom_ref", torch.zeros(N_ELEMENTS))
 
-    def forward(self, scalars: torch.Tensor, batch: torch.Tensor, n_structures: int) -> torch.Tensor:
-        t = self.scale * self.net(scalars).squeeze(-1) + self.shift
+    def forward(self, scalars: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor, n_structures: int) -> torch.Tensor:
+        t = self.scale * self.net(scalars).squeeze(-1) + self.shift + self.atom_ref[numbers]
         return AGGREGATIONS[self.aggregation](t, batch, n_structures)
 
 

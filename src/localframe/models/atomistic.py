@@ -119,7 +119,7 @@ class AtomisticModel(nn.Module):
                 scalars, atom_vectors, positions, batch.batch, batch.n_structures, batch.labels.get("charge")
             )
         for key, head in self.target_heads.items():
-            out[key] = head(scalars, batch.batch, batch.n_structures)
+            out[key] = head(scalars, batch.numbers, batch.batch, batch.n_structures)
         if inputs:
             grads = torch.autograd.grad(
                 energy.sum(), inputs, create_graph=self.training, allow_unused=True,

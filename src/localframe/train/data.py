@@ -55,15 +55,26 @@ def make_splits(data: StructureSet, n_train: int | None, n_val: int | None, n_te
 
 @dataclass
 class Normalization:
-    """Statistics of the training split that set the heads' reference energies, scales and shifts."""
+    """Statistics of the training split that set the heads' reference values, scales and shifts."""
 
     atom_ref: list[float]  # (119,) eV, least-squares per-element energies
     energy_scale: float  # eV: force RMS (eV/Å × 1 Å) when forces are labelled, else residual std per atom
-    target_stats: dict[str, tuple[float, float]]  # name -> (shift, scale) in the target's unit
+    target_stats: dict[str, dict]  # name -> {"atom_ref": (119,), "shift": ..., "scale": ...} in the target's unit
 
     def to_dict(self) -> dict:
-        return {"atom_ref": self.atom_ref, "energy_scale": self.energy_scale,
-                "target_stats": {k: list(v) for k, v in self.target_stats.items()}}
+        return {"atom_ref": self.atom_ref, "energy_scale": self.energy_scale, "target_stats": self.target_stats}
+
+
+def composition_fit(atoms, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-element references (119,) by least squares, and the residual per atom of each structure."""
+    counts = np.zeros((len(atoms), N_ELEMENTS))
+    for row, a in enumerate(atoms):
+        np.add.at(counts[row], a.numbers, 1.0)
+    present = counts.any(axis=0)
+    solution, *_ = np.linalg.lstsq(counts[:, present], values, rcond=None)
+    refs = np.zeros(N_ELEMENTS)
+    refs[present] = solution
+    return refs, (values - counts @ refs) / counts.sum(axis=1)
 
 
 def normalization(data: StructureSet, train: np.ndarray, targets: dict[str, str]) -> Normalization:
@@ -71,14 +82,7 @@ def normalization(data: StructureSet, train: np.ndarray, targets: dict[str, str]
     atom_ref = np.zeros(N_ELEMENTS)
     energy_scale = 1.0
     if "energy" in data.labels:
-        counts = np.zeros((len(atoms), N_ELEMENTS))
-        for row, a in enumerate(atoms):
-            np.add.at(counts[row], a.numbers, 1.0)
-        present = counts.any(axis=0)
-        energies = np.array([a.info["energy"] for a in atoms])
-        solution, *_ = np.linalg.lstsq(counts[:, present], energies, rcond=None)
-        atom_ref[present] = solution
-        residual_per_atom = (energies - counts @ atom_ref) / counts.sum(axis=1)
+        atom_ref, residual_per_atom = composition_fit(atoms, np.array([a.info["energy"] for a in atoms]))
         if "forces" in data.labels:
             forces = np.concatenate([a.arrays["forces"].reshape(-1) for a in atoms])
             energy_scale = float(np.sqrt(np.mean(forces**2)))
@@ -88,10 +92,9 @@ def normalization(data: StructureSet, train: np.ndarray, targets: dict[str, str]
     stats = {}
     for name, aggregation in targets.items():
         values = np.array([a.info[name] for a in atoms], dtype=np.float64)
-        if aggregation == "sum":  # extensive: per-atom shift and scale
-            n = np.array([len(a) for a in atoms], dtype=np.float64)
-            per_atom = values / n
-            stats[name] = (float(per_atom.mean()), float(per_atom.std() or 1.0))
+        if aggregation == "sum":  # extensive: element references, then the spread of the per-atom residual
+            refs, residual = composition_fit(atoms, values)
+            stats[name] = {"atom_ref": refs.tolist(), "shift": float(residual.mean()), "scale": float(residual.std() or 1.0)}
         else:
-            stats[name] = (float(values.mean()), float(values.std() or 1.0))
+            stats[name] = {"atom_ref": [0.0] * N_ELEMENTS, "shift": float(values.mean()), "scale": float(values.std() or 1.0)}
     return Normalization(atom_ref.tolist(), energy_scale, stats)

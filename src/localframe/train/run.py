@@ -106,10 +106,12 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     with torch.no_grad():
         model.energy_head.atom_ref.copy_(torch.tensor(norm.atom_ref, dtype=dtype))
         model.energy_head.scale.fill_(norm.energy_scale)
-        for name, (shift, scale) in norm.target_stats.items():
-            model.target_heads[name].shift.fill_(shift)
-            model.target_heads[name].scale.fill_(scale)
-    target_scales = {name: scale for name, (_, scale) in norm.target_stats.items()}
+        for name, st in norm.target_stats.items():
+            head = model.target_heads[name]
+            head.atom_ref.copy_(torch.tensor(st["atom_ref"], dtype=dtype))
+            head.shift.fill_(st["shift"])
+            head.scale.fill_(st["scale"])
+    target_scales = {name: st["scale"] for name, st in norm.target_stats.items()}
     task = Task(model, tc, data.labels, norm.energy_scale, target_scales)
 
     callbacks = [
