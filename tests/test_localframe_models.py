@@ -278,3 +278,16 @@ def test_periodic_supercell_and_wrapping(model):
     moved.positions += np.array([[1, -2, 0], [0, 1, 2]]) @ crystal.cell.array
     wrapped = run(model, moved, stress=False)
     assert rel(wrapped["energy"], base["energy"]) < 1e-9 and rel(wrapped["forces"], base["forces"]) < 1e-9
+
+
+def test_models_doc_table_matches_the_registry():
+    """docs/models.md lists every model with its true parameter count and symmetry."""
+    from pathlib import Path
+
+    from localframe import models
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    for row in models.describe():
+        line = next((l for l in doc.splitlines() if l.startswith(f"| `{row['name']}` |")), None)
+        assert line is not None, row["name"]
+        assert f"{row['parameters']:,}" in line and row["symmetry"] in line

@@ -7,6 +7,7 @@ Each model lives in its own module of this package and registers its representat
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from typing import Any, Callable
 
@@ -67,4 +68,21 @@ def create(
     return AtomisticModel(representation, name, hparams, dipole=dipole, targets=targets)
 
 
-__all__ = ["AtomisticModel", "Representation", "available", "create", "register"]
+def describe() -> list[dict[str, Any]]:
+    """One row per model at its defaults: parameters, symmetry, vector features, hyperparameters, paper."""
+    rows = []
+    for name in available():
+        cls = representation_class(name)
+        model = create(name)
+        defaults = {
+            key: p.default for key, p in inspect.signature(cls.__init__).parameters.items()
+            if key != "self" and p.default is not inspect.Parameter.empty
+        }
+        rows.append({
+            "name": name, "parameters": sum(p.numel() for p in model.parameters()), "symmetry": model.symmetry,
+            "vectors": bool(cls.has_vectors), "defaults": defaults, "paper": cls.paper,
+        })
+    return rows
+
+
+__all__ = ["AtomisticModel", "Representation", "available", "create", "describe", "register"]

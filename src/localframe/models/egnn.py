@@ -21,12 +21,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from localframe.heads import N_ELEMENTS
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.scatter import scatter_sum
 
-N_ELEMENTS = 119
 
 
 class EGNNLayer(nn.Module):

@@ -26,13 +26,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from localframe.heads import N_ELEMENTS
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.radial import BesselBasis
 from localframe.nn.scatter import scatter_sum
 
-N_ELEMENTS = 119
 NORM_EPS = 1e-8  # Å² scale of the smooth norm; keeps gradients finite for zero vectors
 
 

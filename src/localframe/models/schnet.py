@@ -22,13 +22,13 @@ import math
 import torch
 from torch import nn
 
+from localframe.heads import N_ELEMENTS
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.radial import GaussianBasis
 from localframe.nn.scatter import scatter_sum
 
-N_ELEMENTS = 119
 
 
 class ShiftedSoftplus(nn.Module):
