@@ -12,8 +12,9 @@ RUN_DIR/
 from __future__ import annotations
 
 import csv
-import os
+import logging
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -69,6 +70,15 @@ def target_aggregations(cfg: configuration.RunConfig) -> dict[str, str]:
     return {name: qm9.AGGREGATION.get(name, "sum") for name in cfg.data.targets}
 
 
+def _quiet_lightning() -> None:
+    """Keep the console to our progress bar and results: no accelerator banners, tips or deprecations."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*treespec.*")
+    warnings.filterwarnings("ignore", message=".*weights_only.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
 def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train, test and export. Returns the contents of test_metrics.json plus ``model_object``,
     the exported model in memory (rank 0; other ranks of a distributed run return ``{}``)."""
@@ -78,6 +88,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         raise InputError("nothing to resume: no checkpoints/last.ckpt", str(run))
     if not resume and last.exists():
         raise InputError("already holds a run; resume it with --resume or choose another run_dir", str(run))
+    _quiet_lightning()
     run.mkdir(parents=True, exist_ok=True)
     configuration.dump(cfg, run / "config.yaml")
     tc = cfg.train
