@@ -15,13 +15,13 @@ normalisation, training details).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from localframe.errors import InputError
+from localframe.files import atomic_open
 
 FORMAT = "localframe-model"
 FORMAT_VERSION = 1
@@ -48,17 +48,8 @@ def save_model(model, path: str | os.PathLike, metadata: dict[str, Any] | None =
         "metadata": _check_plain(dict(metadata), "metadata"),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as handle:
+        torch.save(payload, handle)
     return path
 
 

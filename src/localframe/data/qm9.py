@@ -45,6 +45,7 @@ from ase import Atoms
 from ase.units import Hartree
 
 from localframe.errors import InputError
+from localframe.files import atomic_open
 
 N_MOLECULES = 130_831
 SPLIT_SIZES = (110_000, 10_000)  # train, validation; test is the rest
@@ -162,12 +163,11 @@ def load(cache: bool = True) -> QM9:
     data = _parse(data_dir())
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-        np.savez(
-            tmp, ids=data.ids, smiles=data.smiles, n_atoms=data.n_atoms, numbers=data.numbers,
-            positions=data.positions, **{f"target_{k}": v for k, v in data.targets.items()},
-        )
-        os.replace(tmp, path)
+        with atomic_open(path) as handle:
+            np.savez(
+                handle, ids=data.ids, smiles=data.smiles, n_atoms=data.n_atoms, numbers=data.numbers,
+                positions=data.positions, **{f"target_{k}": v for k, v in data.targets.items()},
+            )
     return data
 
 

@@ -26,7 +26,6 @@ import contextlib
 import ctypes
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -36,6 +35,7 @@ import numpy as np  # noqa: E402
 from ase import Atoms, units  # noqa: E402
 
 from localframe.errors import InputError  # noqa: E402
+from localframe.files import atomic_open  # noqa: E402
 
 __all__ = ["label", "label_file", "sample", "METHODS"]
 
@@ -418,16 +418,8 @@ def _write_extxyz(structures: Sequence[Atoms], out_path: Path) -> None:
     """Write extended XYZ atomically: a temporary file in the same directory, then a rename."""
     import ase.io
 
-    directory = out_path.parent if str(out_path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            ase.io.write(handle, list(structures), format="extxyz")
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(out_path, "w") as handle:
+        ase.io.write(handle, list(structures), format="extxyz")
 
 
 # ---------------------------------------------------------------------- helpers

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from localframe.data.batch import AtomsBatch
+from localframe.files import atomic_open
 from localframe.models import AtomisticModel
 from localframe.train.config import TrainConfig
 
@@ -41,18 +41,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file and renamed, so a kill never leaves half a file."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ckpt.", dir=os.path.dirname(path) or ".")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        with atomic_open(path) as handle:
+            torch.save(checkpoint, handle)
 
 
 class Task(L.LightningModule):
