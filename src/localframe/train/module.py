@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from localframe.data.batch import AtomsBatch
 from localframe.files import atomic_open
 from localframe.models import AtomisticModel
-from localframe.train.config import TrainConfig
+from localframe.train.config import LossWeights, TrainConfig
 
 LOSSES = {
     "mse": lambda x: x.pow(2).mean(),
@@ -84,31 +84,33 @@ class Task(L.LightningModule):
             "dipole": "dipole" in self.labels and w.dipole > 0 and self.model.has_dipole,
         }
 
-    def _errors(self, model: AtomisticModel, batch: AtomsBatch) -> dict[str, torch.Tensor]:
-        """Normalised errors per label (flattened), for the loss and the validation metric."""
+    def _errors(self, model: AtomisticModel, batch: AtomsBatch) -> dict[str, tuple[torch.Tensor, torch.Tensor | float]]:
+        """Per label: the errors in physical units (flattened) and the scale that normalises them."""
         wants = self._wants()
         out = model(batch, forces=wants["forces"], stress=wants["stress"], dipole=wants["dipole"])
         n = batch.n_atoms.to(batch.dtype)
+        sigma = self.energy_scale
         errors = {}
         if "energy" in self.labels:
-            errors["energy"] = (out["energy"] - batch.labels["energy"]) / (n * self.energy_scale)
+            errors["energy"] = (out["energy"] - batch.labels["energy"], n * sigma)
         if wants["forces"]:
-            errors["forces"] = ((out["forces"] - batch.atom_labels["forces"]) / self.energy_scale).reshape(-1)
+            errors["forces"] = ((out["forces"] - batch.atom_labels["forces"]).reshape(-1), sigma)
         if wants["stress"]:
-            errors["stress"] = ((out["stress"] - batch.labels["stress"]) / self.energy_scale).reshape(-1)
+            errors["stress"] = ((out["stress"] - batch.labels["stress"]).reshape(-1), sigma)
         if wants["dipole"]:
-            errors["dipole"] = (out["dipole"] - batch.labels["dipole"]).reshape(-1)
+            errors["dipole"] = ((out["dipole"] - batch.labels["dipole"]).reshape(-1), 1.0)
         for name, aggregation in model.targets.items():
             scale = self.target_scales[name] * (n if aggregation == "sum" else 1.0)
-            errors[f"target:{name}"] = (out[name] - batch.labels[name]) / scale
+            errors[name] = (out[name] - batch.labels[name], scale)
         return errors
 
-    def _weighted(self, errors: dict[str, torch.Tensor], loss) -> torch.Tensor:
+    def _weighted(self, errors: dict, loss) -> torch.Tensor:
+        """Σ_label w_label · loss(error / scale)."""
         w = self.cfg.weights
         total = 0.0
-        for key, err in errors.items():
-            weight = w.targets if key.startswith("target:") else getattr(w, key)
-            total = total + weight * loss(err)
+        for key, (err, scale) in errors.items():
+            weight = getattr(w, key) if key in LossWeights.model_fields else w.targets
+            total = total + weight * loss(err / scale)
         return total
 
     # ------------------------------------------------------------------ training
@@ -154,14 +156,11 @@ class Task(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: AtomsBatch, batch_idx: int):
-        errors = self._errors(self.eval_model, batch)
-        value = self._weighted({k: v.detach() for k, v in errors.items()}, LOSSES["l1"])
-        self.log("val_metric", value, prog_bar=True, batch_size=batch.n_structures, sync_dist=True)
-        if "energy" in errors:
-            n = batch.n_atoms.to(batch.dtype)
-            self.log("val_energy_mae", (errors["energy"] * n * self.energy_scale).abs().mean(), batch_size=batch.n_structures, sync_dist=True)
-        if "forces" in errors:
-            self.log("val_forces_mae", (errors["forces"] * self.energy_scale).abs().mean(), batch_size=batch.n_structures, sync_dist=True)
+        errors = {k: (err.detach(), scale) for k, (err, scale) in self._errors(self.eval_model, batch).items()}
+        size = batch.n_structures
+        self.log("val_metric", self._weighted(errors, LOSSES["l1"]), prog_bar=True, batch_size=size, sync_dist=True)
+        for key, (err, _) in errors.items():  # MAE in the label's own unit
+            self.log(f"val_{key}_mae", err.abs().mean(), batch_size=size, sync_dist=True)
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:

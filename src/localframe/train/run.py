@@ -36,26 +36,26 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Some models hold parameters that never reach the energy (a last vector update, an unused head):
 # plain DDP would stop on them, so "ddp" means DDP that tolerates unused parameters.
 STRATEGIES = {"ddp": "ddp_find_unused_parameters_true"}
-METRIC_COLUMNS = ("epoch", "step", "time_s", "lr", "train_loss", "val_metric", "val_energy_mae", "val_forces_mae")
 
 
 class MetricsCSV(Callback):
-    """Appends one row per epoch to RUN_DIR/metrics.csv (rank 0 only)."""
+    """Appends one row per epoch to RUN_DIR/metrics.csv (rank 0 only): time, learning rate, training
+    loss, validation metric and the validation MAE of every learned label in its own unit."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, labels):
         self.path = path
+        self.columns = ["epoch", "step", "time_s", "lr", "train_loss", "val_metric", *(f"val_{k}_mae" for k in labels)]
 
     def on_train_epoch_end(self, trainer, task):
         if trainer.global_rank != 0:
             return
         m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "time_s": f"{task.elapsed:.1f}",
-               "lr": f"{trainer.optimizers[0].param_groups[0]['lr']:.3e}",
-               "train_loss": _value(m.get("train_loss_epoch")), "val_metric": _value(m.get("val_metric")),
-               "val_energy_mae": _value(m.get("val_energy_mae")), "val_forces_mae": _value(m.get("val_forces_mae"))}
+               "lr": f"{trainer.optimizers[0].param_groups[0]['lr']:.3e}", "train_loss": _value(m.get("train_loss_epoch"))}
+        row.update({key: _value(m.get(key)) for key in self.columns[5:]})
         new = not self.path.exists()
         with open(self.path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
             if new:
                 writer.writeheader()
             writer.writerow(row)
@@ -130,7 +130,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
                         save_top_k=1, enable_version_counter=False),
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_metric", mode="min", save_top_k=1,
                         enable_version_counter=False),
-        MetricsCSV(run / "metrics.csv"),
+        MetricsCSV(run / "metrics.csv", [k for k in data.labels if k in ("energy", "forces", "stress", "dipole") or k in targets]),
     ]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(datasets["train"]) // tc.batch_size // 20)))
