@@ -14,7 +14,6 @@ from typing import Callable
 
 EXIT_INPUT = 2
 PLANNED = {
-    "bench": "speed, scaling and accuracy benchmarks against peers",
 }
 
 
@@ -105,13 +104,18 @@ def _print_result(result: dict, run_dir: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    if not result.get("test"):
+        console.print(f"no test split: every structure went to training or validation; test the model with "
+                      f"'localframe evaluate {run_dir}/model.pt DATA'")
+        console.print(f"run directory: {run_dir}")
+        return
     table = Table(title=f"test split ({result.get('n_test', 0)} structures), {result['model']}, "
                         f"{result['train_seconds']:.0f} s of training")
     for col in ("label", "MAE", "RMSE", "unit"):
         table.add_column(col, justify="left" if col in ("label", "unit") else "right")
     for label, m in result.get("test", {}).items():
         table.add_row(label, f"{m['mae']:.4g}", f"{m['rmse']:.4g}", m["unit"])
-    console = Console()
     console.print(table)
     console.print(f"run directory: {run_dir} (model.pt, metrics.csv, test_metrics.json, learning_curve.png, parity.png)")
 
@@ -189,6 +193,31 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(item.strip() for item in text.split(",") if item.strip()) if text else None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from localframe import bench
+
+    options = bench.Options(
+        suites=() if args.report_only else (_names(args.suite) or bench.SUITES), models=_names(args.models),
+        quick=args.quick, threads=args.threads, dtype=args.dtype, out=args.out, report=args.report,
+        warmup=args.warmup, repeats=args.repeats,
+        sizes=tuple(int(n) for n in _names(args.sizes)) if args.sizes else None, time_cap_s=args.time_cap,
+        max_memory_gib=args.max_memory_gib, xtb=not args.no_xtb, xtb_cap_s=args.xtb_cap, allocator=args.allocator,
+        tasks=_names(args.tasks) or bench.TASKS, budget_minutes=args.budget_minutes, seeds=args.seeds,
+        n_train=args.n_train, n_test=args.n_test, profile=_names(args.profile) or (),
+        notes=open(args.notes).read() if args.notes else None, command="localframe " + " ".join(sys.argv[1:]),
+    )
+    written = bench.run(options)
+    for path in written["results"]:
+        print(f"wrote {path}")
+    if "report" in written:
+        print(f"wrote {written['report']}")
+    return 0
 
 
 def _planned(name: str) -> Callable[[argparse.Namespace], int]:
@@ -290,6 +319,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fix-cell", action="store_true", help="keep the cell of a periodic structure fixed")
     p.add_argument("--pressure", type=float, default=0.0, help="pressure for the cell relaxation, GPa (default 0)")
     p.set_defaults(func=cmd_relax)
+
+    p = sub.add_parser("bench", help="speed, scaling and accuracy benchmarks against peers; writes a report")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (CI: minutes, no peers needed)")
+    p.add_argument("--suite", metavar="NAMES", help="comma-separated: speed,scaling,accuracy (default: all)")
+    p.add_argument("--models", metavar="NAMES", help="comma-separated localframe models and peers "
+                   "(pyg_schnet, pyg_dimenet++, pyg_visnet, mace); default: all")
+    p.add_argument("--threads", type=int, default=1, help="torch (and xTB) threads for every measurement (default 1)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--out", default="runs/bench", help="folder for the JSON results (default runs/bench)")
+    p.add_argument("--report", metavar="PATH", help="markdown report to (re)generate, e.g. docs/benchmarks.md")
+    p.add_argument("--report-only", action="store_true", help="only regenerate the report from the results in --out")
+    p.add_argument("--notes", metavar="FILE", help="markdown appended to the report's targets section")
+    g = p.add_argument_group("speed")
+    g.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
+    g.add_argument("--repeats", type=int, default=10, help="timed calls (default 10)")
+    g.add_argument("--profile", metavar="NAMES", help="models to profile (top operators), comma-separated")
+    g = p.add_argument_group("scaling")
+    g.add_argument("--sizes", metavar="N,N,...", help="box sizes in atoms (default 64 to 97,336)")
+    g.add_argument("--time-cap", type=float, default=180.0, help="skip sizes predicted to take longer (s, default 180)")
+    g.add_argument("--max-memory-gib", type=float, default=6.0, help="skip sizes predicted to need more (default 6)")
+    g.add_argument("--xtb-cap", type=float, default=300.0, help="time cap of one GFN2-xTB call (s, default 300)")
+    g.add_argument("--no-xtb", action="store_true", help="no GFN2-xTB reference timings")
+    g.add_argument("--allocator", default="default", choices=("default", "tuned"),
+                   help="'tuned': glibc malloc without mmap or trimming (results saved as scaling-tuned)")
+    g = p.add_argument_group("accuracy")
+    g.add_argument("--tasks", metavar="NAMES", help="comma-separated: qm9,md17 (default: both)")
+    g.add_argument("--budget-minutes", type=float, default=30.0, help="training minutes per model and seed (default 30)")
+    g.add_argument("--seeds", type=int, default=3, help="seeds per model (default 3)")
+    g.add_argument("--n-train", type=int, help="training structures (default: qm9 10,000; md17 950)")
+    g.add_argument("--n-test", type=int, help="test structures (default: all the task has)")
+    p.set_defaults(func=cmd_bench)
 
     for name, text in PLANNED.items():
         p = sub.add_parser(name, help=f"{text} (coming)")

@@ -99,7 +99,8 @@ def parity_plots(pairs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
 
 
 def learning_curve(metrics_csv: str | Path, path: str | Path) -> Path | None:
-    """Training loss and validation metric against epoch, log scale, from ``metrics.csv``."""
+    """From ``metrics.csv``: the training loss and validation metric (normalised), and beside them the
+    validation MAE of each label in its own unit, against epoch, log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,14 +110,26 @@ def learning_curve(metrics_csv: str | Path, path: str | Path) -> Path | None:
         rows = list(csv.DictReader(handle))
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for column, label in (("train_loss", "training loss"), ("val_metric", "validation metric (L1, normalised)")):
-        points = [(float(r["epoch"]), float(r[column])) for r in rows if r.get(column) not in (None, "")]
-        if points:
-            ax.plot(*zip(*points), marker="o", ms=3, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+
+    def series(column):
+        return [(float(r["epoch"]), float(r[column])) for r in rows if r.get(column) not in (None, "")]
+
+    mae_columns = [c for c in rows[0] if c.startswith("val_") and c.endswith("_mae") and series(c)]
+    fig, axes = plt.subplots(1, 1 + len(mae_columns), figsize=(5.5 * (1 + len(mae_columns)), 4), squeeze=False)
+    ax = axes[0][0]
+    for column, label in (("train_loss", "training loss"), ("val_metric", "validation metric (L1)")):
+        if series(column):
+            ax.plot(*zip(*series(column)), marker="o", ms=3, label=label)
+    ax.set_title("loss (normalised units)")
     ax.legend()
+    for ax, column in zip(axes[0][1:], mae_columns):
+        label = column[len("val_"):-len("_mae")]
+        ax.plot(*zip(*series(column)), marker="o", ms=3, color="C2")
+        unit = ERROR_UNITS.get(label, "")
+        ax.set_title(f"validation {label} MAE" + (f" [{unit}]" if unit else ""))
+    for ax in axes[0]:
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
