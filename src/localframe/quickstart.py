@@ -17,7 +17,7 @@ from rich.table import Table
 
 
 def run(out: str | Path = "quickstart", frames: int = 500, seed: int = 0, minutes: float = 4.0,
-        model: str = "leftnet", md_steps: int = 2000) -> int:
+        model: str = "leftnet", md_steps: int = 1000) -> int:
     from localframe.reference import sample
     from localframe.train import config as configuration
     from localframe.train.run import train
@@ -56,8 +56,7 @@ def run(out: str | Path = "quickstart", frames: int = 500, seed: int = 0, minute
                                     f"{result['n_test']} unseen frames"))
     rows.append(("test force MAE", f"{1000 * test['forces']['mae']:.1f} meV/Å"))
 
-    md_rows = _molecular_dynamics(console, run_dir, data, md_steps, seed)
-    rows.extend(md_rows)
+    rows.extend(_molecular_dynamics(console, run_dir, data, md_steps, seed))
 
     console.rule("Result")
     table = Table(show_header=False)
@@ -67,28 +66,30 @@ def run(out: str | Path = "quickstart", frames: int = 500, seed: int = 0, minute
         table.add_row(key, value)
     console.print(table)
     console.print(f"files: {data}, {run_dir}/model.pt, {run_dir}/parity.png, {run_dir}/learning_curve.png"
-                  + (f", {out}/md.extxyz, {out}/md.csv" if md_rows else ""))
+                  + f", {out}/md.extxyz, {out}/md.csv")
     return 0
 
 
 def _molecular_dynamics(console: Console, run_dir: Path, data: Path, steps: int, seed: int) -> list[tuple[str, str]]:
-    """Short NVT then NVE runs with the trained model; returns result rows (none if MD is unavailable)."""
-    try:
-        from localframe.md import run_md
-    except ImportError:
-        return []
+    """Short NVT, then NVE from where it ended, with the trained model; returns result rows."""
     import ase.io
 
     from localframe.calculator import Calculator
+    from localframe.errors import InputError
+    from localframe.md import run_md
 
     console.rule("4. Molecular dynamics with the trained model")
     atoms = ase.io.read(data, index=-1)
     atoms.calc = Calculator(str(run_dir / "model.pt"))
-    nvt = run_md(atoms.calc, atoms, ensemble="nvt", temperature=300.0, timestep=0.5, steps=steps,
-                 traj=run_dir.parent / "md.extxyz", log=run_dir.parent / "md.csv", seed=seed)
-    nve = run_md(atoms.calc, atoms, ensemble="nve", temperature=300.0, timestep=0.5, steps=steps, seed=seed)
-    return [
-        ("MD (NVT, 300 K)", f"{steps} steps of 0.5 fs at {nvt['steps_per_second']:.0f} steps/s, "
-                            f"mean temperature {nvt['temperature_mean']:.0f} K"),
-        ("MD (NVE)", f"total-energy drift {1000 * nve['drift_per_atom_per_ps']:.3f} meV/atom/ps over {steps * 0.5 / 1000:g} ps"),
-    ]
+    rows = []
+    try:
+        nvt = run_md(atoms.calc, atoms, ensemble="nvt", temperature=300.0, timestep=0.5, steps=steps,
+                     traj=run_dir.parent / "md.extxyz", log=run_dir.parent / "md.csv", seed=seed)
+        rows.append(("MD (NVT, 300 K)", f"{steps} steps of 0.5 fs at {nvt['steps_per_second']:.0f} steps/s, "
+                                        f"mean temperature {nvt['temperature_mean']:.0f} K"))
+        nve = run_md(atoms.calc, nvt["atoms"], ensemble="nve", temperature=300.0, timestep=0.5, steps=steps, seed=seed)
+        rows.append(("MD (NVE)", f"total-energy drift {1000 * nve['energy_drift']:.3f} meV/atom/ps over "
+                                 f"{steps * 0.5 / 1000:g} ps"))
+    except InputError as stop:  # the MD guards stopped a run: report it, keep what was written
+        rows.append(("MD stopped", str(stop)))
+    return rows
