@@ -1,57 +1,95 @@
-"""ASE calculator for any localframe model.
+"""ASE calculator for any localframe model, or a committee of models.
 
     from localframe import Calculator
-    atoms.calc = Calculator("model.pt")            # a model file, or a model object
+    atoms.calc = Calculator("model.pt")                        # a model file, or a model object
+    atoms.calc = Calculator(["a.pt", "b.pt", "c.pt"])          # a committee: mean and spread
+    atoms.calc = Calculator("model.pt", compile=True)          # compiled: slow first call, then faster
     atoms.get_potential_energy(); atoms.get_forces(); atoms.get_stress()
 
 Properties: ``energy`` and ``free_energy`` (eV, equal), ``forces`` (eV/Å), ``stress`` (eV/Å³,
 ASE Voigt order xx, yy, zz, yz, xz, xy; structures periodic in all three directions only) and
 ``dipole`` (e·Å) with the atomic ``charges`` (e) (models with a dipole head, non-periodic
 structures only; the charges sum to ``atoms.info["charge"]`` when set, else to zero).
-The calculator works on its own copy of the model, in eval mode, in the requested dtype and
-on the requested device.
+
+A committee of M models returns the mean of the members' energy, forces, stress and dipole, and
+the spread across members (population standard deviation, see :mod:`localframe.inference`):
+
+=================  ========  ======  =================================================================
+result key         shape     unit    meaning
+=================  ========  ======  =================================================================
+``energy_std``     scalar    eV      √((1/M) Σ_m (E_m − Ē)²)
+``forces_std``     (N,)      eV/Å    per atom, √((1/M) Σ_m |F_m,i − F̄_i|²)
+``stress_std``     (6,)      eV/Å³   per Voigt component, when stress is computed
+``energies``       (M,)      eV      the members' energies
+=================  ========  ======  =================================================================
+
+They are in ``calc.results`` after any calculation, and ``calc.get_property("forces_std", atoms)``
+works as for the standard properties.
+
+Options: ``skin`` (Å) reuses the neighbour list between calls while no atom has moved more than
+skin/2 (exactly the same pairs as a fresh list; ``skin=0``, the default, builds a fresh list every
+call, which with vesin on a CPU measured as fast); ``compile=True`` runs the models through ``torch.compile`` (first call slow, later calls
+faster; same results to float32 round-off). :meth:`Calculator.evaluate_many` evaluates many
+structures in batches. The calculator works on its own copies of the models, in eval mode, in the
+requested dtype and on the requested device.
 """
 
 from __future__ import annotations
 
-import copy
-import os
+from typing import Iterable
 
 import numpy as np
 import torch
+from ase import Atoms
 from ase.calculators.calculator import Calculator as _AseCalculator
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 
-from localframe.data.batch import AtomsBatch
-from localframe.errors import InputError
-from localframe.io import DTYPES, load_model
-from localframe.models.atomistic import AtomisticModel
+from localframe.inference import Evaluator, evaluate_many
+
+COMMITTEE_PROPERTIES = ["energy_std", "forces_std", "stress_std", "energies"]
 
 
 class Calculator(_AseCalculator):
-    """``Calculator(model_or_path, device="cpu", dtype="float32")``: an ASE calculator for one model."""
+    """``Calculator(model_or_paths, device="cpu", dtype="float32", skin=0.0, compile=False)``.
+
+    ``model_or_paths``: a model, a model file, or a list of them (a committee).
+    """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "dipole", "charges"]
     _DIPOLE_PROPERTIES = ("dipole", "charges")
 
-    def __init__(self, model_or_path, device: str | torch.device = "cpu", dtype: str = "float32", **kwargs):
+    def __init__(self, model_or_path, device: str | torch.device = "cpu", dtype: str = "float32",
+                 skin: float = 0.0, compile: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if str(dtype) not in DTYPES and dtype not in DTYPES.values():
-            raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-        self.device = torch.device(device)
-        if isinstance(model_or_path, (list, tuple)):
-            raise InputError("a list of models (a committee) is not supported; pass one model or one model file")
-        if isinstance(model_or_path, (str, os.PathLike)):
-            model = load_model(model_or_path, device=self.device, dtype=self.dtype)
-        elif isinstance(model_or_path, AtomisticModel):
-            model = copy.deepcopy(model_or_path).to(device=self.device, dtype=self.dtype)
-        else:
-            raise InputError(f"expected a localframe model or a model file path, got {type(model_or_path).__name__}")
-        self.model = model.eval()
+        self.evaluator = Evaluator(model_or_path, device=device, dtype=dtype, skin=skin, compile=compile)
+        self.dtype, self.device = self.evaluator.dtype, self.evaluator.device
+        self.models = self.evaluator.models
+        self.model = self.models[0]
         self.implemented_properties = [
-            p for p in type(self).implemented_properties if p not in self._DIPOLE_PROPERTIES or self.model.has_dipole
-        ]
+            p for p in type(self).implemented_properties
+            if p not in self._DIPOLE_PROPERTIES or self.evaluator.has_dipole
+        ] + (COMMITTEE_PROPERTIES if self.committee else [])
+
+    @property
+    def committee(self) -> bool:
+        """True for a committee of several models."""
+        return self.evaluator.committee
+
+    @property
+    def neighbor_builds(self) -> int:
+        """How many times the neighbour list was built from scratch."""
+        return self.evaluator.neighbors.builds
+
+    @property
+    def closest_pair(self) -> tuple[int, int, float] | None:
+        """(i, j, distance Å) of the closest pair at the last calculation; (-1, -1, inf) if no pair
+        is within :attr:`pair_cutoff`; None before the first calculation."""
+        return self.evaluator.closest
+
+    @property
+    def pair_cutoff(self) -> float:
+        """The radius (Å) of the pair list: the largest cutoff of the models."""
+        return self.evaluator.neighbors.cutoff
 
     def check_state(self, atoms, tol=1e-15):
         """ASE's system changes, plus a change of the total charge ``atoms.info["charge"]``."""
@@ -64,27 +102,35 @@ class Calculator(_AseCalculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         periodic, fully_periodic = bool(atoms.pbc.any()), bool(atoms.pbc.all())
-        if "stress" in properties and not fully_periodic:
+        if any(p in ("stress", "stress_std") for p in properties) and not fully_periodic:
             raise PropertyNotImplementedError("stress is only defined for structures periodic in all three directions")
-        if any(p in self._DIPOLE_PROPERTIES for p in properties) and (periodic or not self.model.has_dipole):
+        if any(p in self._DIPOLE_PROPERTIES for p in properties) and (periodic or not self.evaluator.has_dipole):
             raise PropertyNotImplementedError(
                 "dipole and charges need a model with a dipole head and a non-periodic structure"
             )
-        labels = ("charge",) if "charge" in atoms.info else ()
-        batch = AtomsBatch.from_atoms(atoms, cutoff=self.model.cutoff, labels=labels, dtype=self.dtype)
-        batch = batch.to(device=self.device)
-        out = self.model(batch, forces=True, stress=fully_periodic, dipole=self.model.has_dipole and not periodic)
-        energy = float(out["energy"].detach().sum())
+        want_stress = fully_periodic and any(p in ("stress", "stress_std") for p in properties)
+        out = self.evaluator(atoms, stress=want_stress, dipole=self.evaluator.has_dipole and not periodic)
+        energy = float(out["energy"])
         self.results["energy"] = energy
         self.results["free_energy"] = energy
-        self.results["forces"] = _numpy(out["forces"])
-        if fully_periodic:
-            s = _numpy(out["stress"])[0]
-            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        if "dipole" in out:
-            self.results["dipole"] = _numpy(out["dipole"])[0]
-            self.results["charges"] = _numpy(out["charges"])
+        self.results["forces"] = out["forces"]
+        if "stress" in out:
+            self.results["stress"] = _voigt(out["stress"])
+        for key in ("dipole", "charges", "forces_std", "energies"):
+            if key in out:
+                self.results[key] = out[key]
+        if "energy_std" in out:
+            self.results["energy_std"] = float(out["energy_std"])
+        if "stress_std" in out:
+            self.results["stress_std"] = _voigt(out["stress_std"])
+
+    def evaluate_many(self, atoms_list: Iterable[Atoms], batch_size: int = 32, stress: bool | None = None) -> dict:
+        """Energies (n,) eV and forces (list of (N_k, 3) eV/Å) of many structures, in batches.
+
+        See :func:`localframe.inference.evaluate_many` for all keys (stress, committee spreads).
+        """
+        return evaluate_many(self.evaluator, atoms_list, batch_size=batch_size, stress=stress)
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float64).numpy()
+def _voigt(s: np.ndarray) -> np.ndarray:
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])

@@ -305,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pressure", type=float, default=0.0, help="npt pressure, GPa (default 0)")
     p.add_argument("--taup", type=float, help="npt barostat time, fs (default 1000 timesteps)")
     p.add_argument("--npt-cell", choices=("isotropic", "full"), default="isotropic", help="npt cell fluctuations")
-    p.add_argument("--skin", type=float, default=1.0, help="Verlet skin of the neighbour list, Å (default 1; 0: "
-                   "fresh list every step)")
+    p.add_argument("--skin", type=float, default=0.0, help="Verlet skin of the neighbour list, Å: reuse the list "
+                   "while no atom moved more than skin/2 (default 0: a fresh list every step)")
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("relax", help="relax a structure (and a periodic cell) with a model file or a committee")

@@ -78,7 +78,10 @@ def _molecular_dynamics(console: Console, run_dir: Path, data: Path, steps: int,
     from localframe.errors import InputError
     from localframe.md import run_md
 
+    import torch
+
     console.rule("4. Molecular dynamics with the trained model")
+    torch.set_num_threads(1)  # a 9-atom molecule gains nothing from more threads, and loses a lot when cores are shared
     atoms = ase.io.read(data, index=-1)
     atoms.calc = Calculator(str(run_dir / "model.pt"))
     rows = []

@@ -1,0 +1,337 @@
+r"""Fast inference: neighbour-list reuse (Verlet skin), committees, batched and compiled evaluation.
+
+Everything here works on tensors; nothing loops over atoms or pairs in Python.
+
+Verlet skin
+-----------
+:class:`VerletNeighborList` builds the pair list once with the radius r_c + δ (δ the *skin*, Å)
+and, at every later call, keeps the candidate pairs that are within r_c at the current positions,
+
+    r_ij = x_j − x_i + S_ij · C,        keep (i, j, S_ij)  ⇔  |r_ij| < r_c,
+
+so the model always sees exactly the pairs a fresh list would give (the same set of
+``(i, j, S)``; only their order may differ). The candidate list stays complete while no pair can
+have come from beyond r_c + δ. With the reference positions x⁰ and cell C⁰ of the last build:
+
+* fixed cell (C = C⁰ bitwise, or no periodic direction): rebuild when max_i |x_i − x⁰_i| ≥ δ/2;
+* a cell that changes (NPT; structures periodic in all three directions): with the deformation
+  F = (C⁰)⁻¹ C and the displacements measured in the reference cell, d_i = x_i F⁻¹ − x⁰_i,
+  every pair within r_c now was within r_c / σ_min(F) + 2 max_i |d_i| at the build, so rebuild when
+  that bound reaches r_c + δ (σ_min the smallest singular value of F). For F = I this is the
+  fixed-cell rule.
+
+A cell that changes in a structure periodic in only one or two directions always triggers a
+rebuild. ``skin = 0`` rebuilds at every call (a fresh list each time).
+
+Committees
+----------
+:class:`Evaluator` runs one model or several (a committee of M members on the same pairs) and
+returns the mean and the spread across members, with population standard deviations:
+
+    E = (1/M) Σ_m E_m,             σ_E   = √((1/M) Σ_m (E_m − E)²)                       (eV)
+    F_i = (1/M) Σ_m F_m,i,         σ_F,i = √((1/M) Σ_m |F_m,i − F_i|²)                    (eV/Å, per atom)
+    σ_ab = (1/M) Σ_m σ_m,ab,       std of each stress component across members           (eV/Å³)
+
+Compiled path
+-------------
+``compile=True`` wraps each model's representation (the message passing, where nearly all the
+time goes) in ``torch.compile(dynamic=True)``; the energy head, the autograd forces and stress stay
+eager. Shapes (atoms, pairs) change every MD step, so the graph is compiled with symbolic sizes
+once instead of once per shape. Requires a C++ compiler for the inductor backend on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from localframe.data.batch import MIN_DISTANCE, AtomsBatch
+from localframe.data.neighbors import neighbor_pairs
+from localframe.errors import InputError
+from localframe.io import DTYPES, load_model
+from localframe.models.atomistic import AtomisticModel
+
+__all__ = ["VerletNeighborList", "Evaluator", "load_models", "compile_model", "evaluate_many"]
+
+
+# ---------------------------------------------------------------------------------- neighbour list
+class VerletNeighborList:
+    """Pairs within ``cutoff`` (Å), from a list built with ``cutoff + skin`` and reused while valid.
+
+    ``pairs(positions, cell, pbc)`` returns ``(edge_index (2, E) int64, shifts (E, 3) float64,
+    distances (E,) float64)`` as torch tensors, pairs as in :mod:`localframe.data.neighbors`.
+    ``builds`` counts the full rebuilds (for tests and benchmarks).
+    """
+
+    def __init__(self, cutoff: float, skin: float = 0.0):
+        cutoff, skin = float(cutoff), float(skin)
+        if not np.isfinite(cutoff) or cutoff <= 0:
+            raise InputError(f"cutoff must be a positive length (Å), got {cutoff}")
+        if not np.isfinite(skin) or skin < 0:
+            raise InputError(f"skin must be a non-negative length (Å), got {skin}")
+        self.cutoff, self.skin = cutoff, skin
+        self.builds = 0
+        self._ref_positions: np.ndarray | None = None
+        self._ref_cell: np.ndarray | None = None
+        self._pbc: np.ndarray | None = None
+        self._edges: torch.Tensor | None = None
+        self._shifts: torch.Tensor | None = None
+        self._offsets: torch.Tensor | None = None
+        self._offsets_cell: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._ref_positions = None
+
+    def pairs(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        positions = np.asarray(positions, dtype=np.float64)
+        pbc = np.asarray(pbc, dtype=bool).reshape(3)
+        cell = np.asarray(cell, dtype=np.float64).reshape(3, 3) if pbc.any() else np.zeros((3, 3))
+        if self._needs_rebuild(positions, cell, pbc):
+            i, j, shifts, distances = neighbor_pairs(positions, cell, pbc, self.cutoff + self.skin)
+            self._edges = torch.from_numpy(np.stack([i, j]))
+            self._shifts = torch.from_numpy(shifts.astype(np.float64))
+            self._ref_positions, self._ref_cell, self._pbc = positions.copy(), cell.copy(), pbc.copy()
+            self._offsets, self._offsets_cell = None, None
+            self.builds += 1
+            if self.skin == 0.0:  # built for these positions with the cutoff itself: nothing to select
+                return self._edges, self._shifts, torch.from_numpy(distances)
+        pos = torch.from_numpy(positions)
+        i, j = self._edges
+        vectors = pos.index_select(0, j) - pos.index_select(0, i)
+        if pbc.any():
+            vectors = vectors + self._image_offsets(cell)
+        d2 = (vectors * vectors).sum(dim=1)
+        keep = torch.nonzero(d2 < self.cutoff**2).squeeze(1)
+        return self._edges.index_select(1, keep), self._shifts.index_select(0, keep), d2.index_select(0, keep).sqrt()
+
+    def _image_offsets(self, cell: np.ndarray) -> torch.Tensor:
+        """S_ij · C for the candidate pairs, kept while the cell does not change."""
+        if self._offsets is None or not np.array_equal(cell, self._offsets_cell):
+            self._offsets = self._shifts @ torch.from_numpy(cell)
+            self._offsets_cell = cell.copy()
+        return self._offsets
+
+    def _needs_rebuild(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
+        ref = self._ref_positions
+        if ref is None or self.skin == 0.0 or ref.shape != positions.shape or not np.array_equal(pbc, self._pbc):
+            return True
+        if not pbc.any() or np.array_equal(cell, self._ref_cell):
+            return 2.0 * _max_norm(positions - ref) >= self.skin
+        if not pbc.all():
+            return True
+        # F = C0^-1 C; displacement in the reference cell d = x F^-1 - x0 = x C^-1 C0 - x0
+        deformation = np.linalg.solve(self._ref_cell, cell)
+        smallest = float(np.linalg.svd(deformation, compute_uv=False).min())
+        if smallest <= 0.0:
+            return True
+        mapped = np.linalg.solve(cell.T, positions.T).T @ self._ref_cell
+        return self.cutoff / smallest + 2.0 * _max_norm(mapped - ref) >= self.cutoff + self.skin
+
+
+def _max_norm(displacements: np.ndarray) -> float:
+    if len(displacements) == 0:
+        return 0.0
+    return float(np.sqrt(np.einsum("ij,ij->i", displacements, displacements).max()))
+
+
+# ---------------------------------------------------------------------------------- models
+def load_models(
+    models: AtomisticModel | str | os.PathLike | Sequence[AtomisticModel | str | os.PathLike],
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+) -> list[AtomisticModel]:
+    """Private eval-mode copies of one or several models (objects or model files) in ``dtype``."""
+    dtype = _torch_dtype(dtype)
+    items = list(models) if isinstance(models, (list, tuple)) else [models]
+    if not items:
+        raise InputError("no model given (an empty committee)")
+    out = []
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            model = load_model(item, device=device, dtype=dtype)
+        elif isinstance(item, AtomisticModel):
+            model = copy.deepcopy(item).to(device=device, dtype=dtype)
+        else:
+            raise InputError(f"expected a localframe model or a model file path, got {type(item).__name__}")
+        for parameter in model.parameters():  # inference only: autograd tracks positions, not weights
+            parameter.requires_grad_(False)
+        out.append(model.eval())
+    return out
+
+
+def compile_model(model: AtomisticModel) -> AtomisticModel:
+    """``model`` with its representation wrapped in ``torch.compile(dynamic=True)`` (in place)."""
+    if not getattr(model, "compiled", False):
+        model.representation = torch.compile(model.representation, dynamic=True)
+        model.compiled = True
+    return model
+
+
+def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if str(dtype) not in DTYPES:
+        raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return DTYPES[str(dtype)]
+
+
+# ---------------------------------------------------------------------------------- evaluation
+class Evaluator:
+    """Energy, forces, stress (and dipole) of one model or a committee, with neighbour-list reuse.
+
+    ``Evaluator(models, device="cpu", dtype="float32", skin=0.0, compile=False)``; ``models`` as
+    for :func:`load_models`. :meth:`__call__` evaluates one ``ase.Atoms`` and returns float64
+    numpy arrays: ``energy`` (eV), ``forces`` (N, 3; eV/Å), ``stress`` (3, 3; eV/Å³) when asked,
+    ``dipole`` (3; e·Å) and ``charges`` (N; e) when asked and every member has a dipole head, and
+    for a committee ``energy_std``, ``forces_std`` (N,), ``stress_std`` (3, 3) and ``energies``
+    (M,), the members' energies.
+    """
+
+    def __init__(self, models, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+                 skin: float = 0.0, compile: bool = False):
+        self.dtype = _torch_dtype(dtype)
+        self.device = torch.device(device)
+        self.models = load_models(models, self.device, self.dtype)
+        if compile:
+            for model in self.models:
+                compile_model(model)
+        self.compiled = bool(compile)
+        self.cutoffs = [m.cutoff for m in self.models]
+        self.neighbors = VerletNeighborList(max(self.cutoffs), skin)
+        #: (i, j, distance Å) of the closest pair at the last call, (-1, -1, inf) without pairs
+        self.closest: tuple[int, int, float] | None = None
+
+    @property
+    def committee(self) -> bool:
+        return len(self.models) > 1
+
+    @property
+    def has_dipole(self) -> bool:
+        return all(m.has_dipole for m in self.models)
+
+    def batch(self, atoms: Atoms, charge: float | None = None) -> tuple[AtomsBatch, torch.Tensor]:
+        """The one-structure batch of ``atoms`` with the current pairs, and the pair distances (Å)."""
+        positions = np.asarray(atoms.positions, dtype=np.float64)
+        if not np.isfinite(positions).all():
+            k = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
+            raise InputError(f"non-finite coordinates (NaN or inf) at atom {k}")
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        cell = np.asarray(atoms.cell.array, dtype=np.float64) if pbc.any() else np.zeros((3, 3))
+        edges, shifts, distances = self.neighbors.pairs(positions, cell, pbc)
+        self.closest = (-1, -1, float("inf"))
+        if len(distances):
+            k = int(distances.argmin())
+            self.closest = (int(edges[0, k]), int(edges[1, k]), float(distances[k]))
+        if self.closest[2] < MIN_DISTANCE:
+            raise InputError(f"atoms {int(edges[0, k])} and {int(edges[1, k])} are {float(distances[k]):.3g} Å "
+                             f"apart (closer than {MIN_DISTANCE} Å)")
+        if charge is not None:
+            try:
+                charge = float(charge)
+            except (TypeError, ValueError):
+                raise InputError(f"label 'charge' is not numeric: {charge!r}") from None
+            if not np.isfinite(charge):
+                raise InputError("label 'charge' contains NaN or inf")
+        n = len(atoms)
+        dev, dt = self.device, self.dtype
+        batch = AtomsBatch(
+            numbers=torch.as_tensor(atoms.numbers, dtype=torch.long, device=dev),
+            positions=torch.from_numpy(positions).to(device=dev, dtype=dt),
+            cell=torch.from_numpy(cell).to(device=dev, dtype=dt).unsqueeze(0),
+            pbc=torch.from_numpy(pbc).to(dev).unsqueeze(0),
+            batch=torch.zeros(n, dtype=torch.long, device=dev),
+            n_atoms=torch.tensor([n], dtype=torch.long, device=dev),
+            edge_index=edges.to(dev),
+            cell_shifts=shifts.to(device=dev, dtype=dt),
+            cutoff=self.neighbors.cutoff,
+            labels={} if charge is None else {"charge": torch.tensor([charge], dtype=dt, device=dev)},
+        )
+        return batch, distances
+
+    def __call__(self, atoms: Atoms, stress: bool = False, dipole: bool = False) -> dict[str, np.ndarray]:
+        batch, distances = self.batch(atoms, atoms.info.get("charge") if dipole else None)
+        outputs = [model(_member_batch(batch, distances, cutoff), forces=True, stress=stress, dipole=dipole)
+                   for model, cutoff in zip(self.models, self.cutoffs)]
+        return {key: value[0] if key in ("energy", "energies", "energy_std", "stress", "stress_std", "dipole") else value
+                for key, value in combine(outputs).items()}
+
+
+def _member_batch(batch: AtomsBatch, distances: torch.Tensor, cutoff: float) -> AtomsBatch:
+    """``batch`` restricted to the pairs within ``cutoff`` (for committees with different cutoffs)."""
+    if cutoff >= batch.cutoff:
+        return batch
+    keep = (distances < cutoff).to(batch.device)
+    return AtomsBatch(
+        numbers=batch.numbers, positions=batch.positions, cell=batch.cell, pbc=batch.pbc, batch=batch.batch,
+        n_atoms=batch.n_atoms, edge_index=batch.edge_index[:, keep], cell_shifts=batch.cell_shifts[keep],
+        cutoff=cutoff, labels=batch.labels,
+    )
+
+
+def combine(outputs: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
+    """Mean over committee members (float64 numpy), and the spreads when there are several.
+
+    Keys follow the model: ``energy`` (B,), ``forces`` (N, 3), ``stress`` (B, 3, 3), ``dipole``
+    (B, 3), ``charges`` (N,); a committee adds ``energies`` (B, M), ``energy_std`` (B,),
+    ``forces_std`` (N,) and ``stress_std`` (B, 3, 3).
+    """
+    keys = [k for k in ("energy", "forces", "stress", "dipole", "charges") if k in outputs[0]]
+    stacked = {k: torch.stack([o[k].detach() for o in outputs]).to("cpu", torch.float64) for k in keys}
+    result = {k: v.mean(dim=0).numpy() for k, v in stacked.items()}
+    if len(outputs) > 1:
+        energies = stacked["energy"]
+        result["energies"] = energies.T.numpy()
+        result["energy_std"] = energies.std(dim=0, correction=0).numpy()
+        if "forces" in stacked:
+            deviation = stacked["forces"] - stacked["forces"].mean(dim=0)
+            result["forces_std"] = deviation.pow(2).sum(dim=-1).mean(dim=0).sqrt().numpy()
+        if "stress" in stacked:
+            result["stress_std"] = stacked["stress"].std(dim=0, correction=0).numpy()
+    return result
+
+
+def evaluate_many(
+    models,
+    atoms_list: Iterable[Atoms],
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    stress: bool | None = None,
+    compile: bool = False,
+) -> dict[str, object]:
+    """Energies and forces of many structures, ``batch_size`` structures per forward pass.
+
+    ``models``: model objects, model files, or an :class:`Evaluator` (reused as is). Returns
+    ``energy`` (n,) in eV, ``forces`` a list of (N_k, 3) arrays in eV/Å, ``stress`` (n, 3, 3) in
+    eV/Å³ when every structure is periodic in all directions (default) and, for a committee,
+    ``energy_std`` (n,), ``forces_std`` (list of (N_k,)) and ``energies`` (n, M). Structures are
+    checked as in :meth:`AtomsBatch.from_atoms`.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    evaluator = models if isinstance(models, Evaluator) else Evaluator(models, device, dtype, compile=compile)
+    structures = [atoms_list] if isinstance(atoms_list, Atoms) else list(atoms_list)
+    if not structures:
+        raise InputError("no structures to evaluate")
+    if stress is None:
+        stress = all(bool(a.pbc.all()) for a in structures)
+    cutoff = max(evaluator.cutoffs)
+    parts: dict[str, list] = {}
+    for start in range(0, len(structures), int(batch_size)):
+        chunk = structures[start : start + int(batch_size)]
+        batch = AtomsBatch.from_atoms(chunk, cutoff=cutoff, dtype=evaluator.dtype, first_index=start)
+        batch = batch.to(device=evaluator.device)
+        distances = batch.edge_vectors().norm(dim=-1)
+        outputs = [model(_member_batch(batch, distances, c), forces=True, stress=stress, dipole=False)
+                   for model, c in zip(evaluator.models, evaluator.cutoffs)]
+        result = combine(outputs)
+        sections = np.cumsum(batch.n_atoms.cpu().numpy())[:-1]
+        for key, value in result.items():
+            per_atom = key in ("forces", "forces_std")
+            parts.setdefault(key, []).extend(np.split(value, sections) if per_atom else [value])
+    return {key: (values if key in ("forces", "forces_std") else np.concatenate(values)) for key, values in parts.items()}
