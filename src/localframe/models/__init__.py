@@ -69,7 +69,7 @@ def create(
 
 
 def describe() -> list[dict[str, Any]]:
-    """One row per model at its defaults: parameters, symmetry, vector features, hyperparameters, paper."""
+    """One row per model at its defaults: trainable parameters, symmetry, vector features, hyperparameters, paper."""
     rows = []
     for name in available():
         cls = representation_class(name)
@@ -79,7 +79,8 @@ def describe() -> list[dict[str, Any]]:
             if key != "self" and p.default is not inspect.Parameter.empty
         }
         rows.append({
-            "name": name, "parameters": sum(p.numel() for p in model.parameters()), "symmetry": model.symmetry,
+            "name": name, "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "symmetry": model.symmetry,
             "vectors": bool(cls.has_vectors), "defaults": defaults, "paper": cls.paper,
         })
     return rows
