@@ -1,0 +1,279 @@
+"""Accuracy under a budget: every model trained by the same loop, on the same data and split, for
+the same training time, then tested with the same metrics.
+
+Tasks:
+
+* ``qm9``  — U0 (learned as its atomization energy ``U0_atom``; the two differ by a constant per
+  composition, so their errors are equal), 10,000 training and 1,000 validation molecules of the
+  standard split, tested on the standard test molecules (all 10,831 unless ``n_test`` is given);
+  batch 32, L1 loss, lr 10⁻³, EMA 0.995 (as ``configs/qm9_U0.yaml``).
+* ``md17`` — an MD17-style GFN2-xTB ethanol trajectory at 500 K (made with
+  :func:`localframe.reference.sample`, cached), 950 training / 50 validation frames, the rest
+  tested; energies and forces, batch 8, MSE loss with force weight 100, lr 10⁻³, EMA 0.995
+  (as ``configs/md17_ethanol.yaml``).
+
+The loop is localframe's own Lightning task (:class:`localframe.train.module.Task`: loss in
+normalised units, AdamW, warm-up then cosine decay over the budget, gradient clipping, EMA of the
+weights), with the normalisation of :func:`localframe.train.data.normalization` — for localframe
+models and peers alike (peers enter through :mod:`.peers`). The budget counts training steps only
+(``Task.elapsed``: forward, backward, optimiser and EMA updates); validation runs every tenth of
+the budget, outside it, and the EMA weights of the best validation point are tested. A model
+stops at the first step that ends past the budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from localframe.bench import common, workloads
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    train: dict[str, Any]
+    n_train: int
+    n_val: int
+    n_test: int | None
+    target: str | None = None  # a QM9 scalar target; None: energies and forces
+    frames: int = 0  # frames of the generated trajectory (md17)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+TASKS = {
+    "qm9": TaskSpec("qm9", "QM9 U0 (as U0_atom), standard split", dict(
+        batch_size=32, eval_batch_size=128, lr=1e-3, loss="l1", schedule="cosine", warmup_steps=200,
+        ema_decay=0.995, weights={"targets": 1.0}), n_train=10_000, n_val=1_000, n_test=None, target="U0_atom"),
+    "md17": TaskSpec("md17", "GFN2-xTB ethanol at 500 K (MD17-style), energies + forces", dict(
+        batch_size=8, eval_batch_size=64, lr=1e-3, loss="mse", schedule="cosine", warmup_steps=200,
+        ema_decay=0.995, weights={"energy": 1.0, "forces": 100.0}), n_train=950, n_val=50, n_test=None, frames=1200),
+}
+QUICK = {"md17": dict(n_train=40, n_val=10, n_test=10, frames=60, warmup_steps=5)}
+
+
+@dataclass
+class Prepared:
+    spec: TaskSpec
+    data: Any
+    splits: dict[str, np.ndarray]
+    datasets: dict[str, Any]
+    targets: dict[str, str]
+    norm: Any
+    avg_neighbors: float
+    source: str
+
+
+def prepare(spec: TaskSpec, cutoff: float, dtype: torch.dtype, data_dir: Path, log: Callable[[str], None]) -> Prepared:
+    """Load the task's data, split it and build every graph once (shared by all models)."""
+    from localframe.data import qm9, sources
+    from localframe.train.data import GraphDataset, make_splits, normalization
+
+    start = time.perf_counter()
+    if spec.target:
+        data = sources.load("qm9", targets=[spec.target], n_train=spec.n_train, n_val=spec.n_val)
+        targets = {spec.target: qm9.AGGREGATION[spec.target]}
+        source = "QM9 (qm9pack)"
+    else:
+        path = workloads.xtb_ethanol(Path(data_dir) / f"ethanol_xtb_{spec.frames}.extxyz", spec.frames, seed=0)
+        data = sources.load(str(path))
+        targets = {}
+        source = f"{path.name}: GFN2-xTB Langevin MD of ethanol, 500 K, {spec.frames} frames, seed 0"
+    splits = make_splits(data, None if spec.target else spec.n_train, None if spec.target else spec.n_val,
+                         spec.n_test, 42)
+    datasets = {name: GraphDataset(data, idx, cutoff, dtype) for name, idx in splits.items() if len(idx)}
+    train = datasets["train"]
+    pairs = sum(g.edge_index.shape[1] for g in train.graphs)
+    atoms = sum(int(g.n_atoms.sum()) for g in train.graphs)
+    log(f"accuracy {spec.name}: {', '.join(f'{k} {len(v)}' for k, v in splits.items())} "
+        f"({time.perf_counter() - start:.0f} s to load and build graphs)")
+    return Prepared(spec, data, splits, datasets, targets, normalization(data, splits["train"], targets),
+                    pairs / max(atoms, 1), source)
+
+
+def _selection_metric(errors: dict[str, dict], spec: TaskSpec, energy_scale: float) -> float:
+    """The validation number that picks the best point: the target MAE (QM9), or the task's
+    weighted L1 in normalised units (energies and forces)."""
+    if spec.target:
+        return errors[spec.target]["mae"]
+    w = spec.train["weights"]
+    return (w.get("energy", 1.0) * errors["energy_per_atom"]["mae"] + w.get("forces", 0.0) * errors["forces"]["mae"]) / energy_scale
+
+
+def _errors(model, dataset, batch_size: int, labels, units: dict[str, str] | None = None) -> dict[str, dict]:
+    from localframe.train.data import loader
+    from localframe.train.evaluate import metrics, predict
+
+    was_training = model.training
+    pairs = predict(model, loader(dataset, batch_size, shuffle=False), labels)
+    model.train(was_training)
+    return metrics(pairs, units)
+
+
+def _budget_callback(task_module, budget_s: float, evaluate: Callable[[], dict], record: list):
+    from lightning.pytorch.callbacks import Callback
+
+    class Budget(Callback):
+        """Stops training at the budget; evaluates the EMA weights every tenth of it (off the clock)."""
+
+        def __init__(self):
+            self.next_eval = budget_s / 10.0
+            self.best: tuple[float, dict] | None = None
+
+        def check(self, trainer) -> None:
+            entry = {"train_s": round(task_module.elapsed, 2), "steps": trainer.global_step, **evaluate()}
+            record.append(entry)
+            if self.best is None or entry["metric"] < self.best[0]:
+                self.best = (entry["metric"], copy.deepcopy(task_module.eval_model.state_dict()))
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if task_module.elapsed >= self.next_eval:
+                self.check(trainer)
+                self.next_eval += budget_s / 10.0
+            if task_module.elapsed >= budget_s:
+                trainer.should_stop = True
+
+    return Budget()
+
+
+def train_one(prepared: Prepared, name: str, seed: int, budget_minutes: float, dtype: str,
+              cutoff: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train model ``name`` for ``budget_minutes`` of training steps; test the best EMA weights."""
+    import lightning as L
+
+    from localframe.train.config import TrainConfig
+    from localframe.train.data import loader
+    from localframe.train.module import Task
+
+    spec, norm = prepared.spec, prepared.norm
+    torch_dtype = common.DTYPES[dtype]
+    hparams = {"avg_num_neighbors": prepared.avg_neighbors} if name == "mace" else {}
+    model = common.build(name, cutoff=cutoff, dtype=torch_dtype, seed=seed, targets=prepared.targets, **hparams)
+    with torch.no_grad():
+        model.energy_head.atom_ref.copy_(torch.tensor(norm.atom_ref, dtype=torch_dtype))
+        model.energy_head.scale.fill_(norm.energy_scale)
+        for target, stats in norm.target_stats.items():
+            head = model.target_heads[target]
+            head.atom_ref.copy_(torch.tensor(stats["atom_ref"], dtype=torch_dtype))
+            head.shift.fill_(stats["shift"])
+            head.scale.fill_(stats["scale"])
+    tc = TrainConfig(**spec.train, max_time=budget_minutes, max_epochs=1_000_000, seed=seed, dtype=dtype)
+    labels = prepared.data.labels
+    task_module = Task(model, tc, labels, norm.energy_scale, {t: st["scale"] for t, st in norm.target_stats.items()})
+    val = prepared.datasets["val"]
+
+    def evaluate() -> dict:
+        errors = _errors(task_module.eval_model, val, tc.eval_batch_size, labels)
+        return {"metric": _selection_metric(errors, spec, norm.energy_scale),
+                **{k: v["mae"] for k, v in errors.items()}}
+
+    record: list[dict] = []
+    budget = _budget_callback(task_module, 60.0 * budget_minutes, evaluate, record)
+    L.seed_everything(seed, workers=True, verbose=False)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=tc.max_epochs, gradient_clip_val=tc.clip_grad, callbacks=[budget],
+        precision="64-true" if torch_dtype == torch.float64 else "32-true", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, inference_mode=False, num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    wall = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's notes on the disabled validation loop and the like
+        trainer.fit(task_module, loader(prepared.datasets["train"], tc.batch_size, shuffle=True, seed=seed))
+    wall = time.perf_counter() - wall
+    budget.check(trainer)  # the final weights
+    task_module.eval_model.load_state_dict(budget.best[1])
+    best = min(record, key=lambda r: r["metric"])
+    row: dict[str, Any] = {
+        "model": name, "label": common.label(name), "seed": seed, "parameters": common.n_parameters(model),
+        "train_s": round(task_module.elapsed, 1), "wall_s": round(wall, 1), "steps": trainer.global_step,
+        "epochs": trainer.current_epoch, "structures_per_s": trainer.global_step * tc.batch_size / max(task_module.elapsed, 1e-9),
+        "best_at_s": best["train_s"], "curve": record,
+    }
+    if "test" in prepared.datasets:
+        errors = _errors(task_module.eval_model, prepared.datasets["test"], tc.eval_batch_size, labels,
+                         prepared.data.units)
+        row["test"] = {k: {"mae": v["mae"], "rmse": v["rmse"], "unit": v["unit"], "count": v["count"]}
+                       for k, v in errors.items()}
+    summary = ", ".join(f"{k} {v['mae'] * 1000:.1f} m{v['unit']}" for k, v in row.get("test", {}).items()
+                        if k in ("energy", "forces", spec.target))
+    log(f"accuracy {spec.name:5s} {name:14s} seed {seed}: {row['steps']} steps in {row['train_s']:.0f} s "
+        f"(wall {row['wall_s']:.0f} s) test MAE {summary}")
+    return row
+
+
+def run(names: list[str], task_names: list[str], budget_minutes: float, seeds: int = 1, threads: int = 1,
+        dtype: str = "float32", cutoff: float = 5.0, n_train: int | None = None, n_test: int | None = None,
+        quick: bool = False, data_dir: str | Path = "runs/bench/data", log: Callable[[str], None] = print,
+        save: Callable[[dict], Any] | None = None) -> dict[str, Any]:
+    """Train every model on every task for ``seeds`` seeds; returns a JSON-ready dict."""
+    for logger in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                   "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    result: dict[str, Any] = {
+        "suite": "accuracy", "environment": common.environment(threads, dtype),
+        "settings": {"budget_minutes": budget_minutes, "seeds": seeds, "models": list(names), "tasks": list(task_names),
+                     "cutoff": cutoff, "quick": quick, "n_train": n_train, "n_test": n_test,
+                     "budget": "training steps only (forward, backward, optimiser, EMA); validation off the clock"},
+        "tasks": {},
+    }
+    with common.threads(threads):
+        for task_name in task_names:
+            spec = TASKS[task_name]
+            changes: dict[str, Any] = {}
+            if quick and task_name in QUICK:
+                q = dict(QUICK[task_name])
+                changes.update({k: q.pop(k) for k in ("n_train", "n_val", "n_test", "frames") if k in q})
+                changes["train"] = {**spec.train, **q}
+            if n_train is not None:
+                changes["n_train"] = n_train
+            if n_test is not None:
+                changes["n_test"] = n_test
+            if spec.frames and "n_train" in changes and "frames" not in changes:
+                # keep the validation and test sizes when the training set shrinks or grows
+                changes["frames"] = changes["n_train"] + spec.n_val + (changes.get("n_test") or spec.frames - spec.n_train - spec.n_val)
+            spec = TaskSpec(**{**spec.__dict__, **changes})
+            entry: dict[str, Any] = {"description": spec.description, "train_settings": spec.train,
+                                     "n_train": spec.n_train, "n_val": spec.n_val, "rows": []}
+            result["tasks"][task_name] = entry
+            try:
+                prepared = prepare(spec, cutoff, common.DTYPES[dtype], Path(data_dir), log)
+            except Exception as err:
+                entry["skipped"] = f"data not available: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+                log(f"accuracy {task_name}: {entry['skipped']}")
+                continue
+            entry.update({"source": prepared.source, "n_test": len(prepared.splits.get("test", [])),
+                          "energy_scale": prepared.norm.energy_scale, "avg_neighbors": prepared.avg_neighbors})
+            for name in names:
+                for seed in range(seeds):
+                    try:
+                        entry["rows"].append(train_one(prepared, name, seed, budget_minutes, dtype, cutoff, log))
+                    except Exception as err:
+                        message = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+                        entry["rows"].append({"model": name, "label": common.label(name), "seed": seed, "error": message})
+                        log(f"accuracy {task_name} {name} seed {seed}: {message}")
+                    if save:
+                        save(result)  # after every model and seed
+    result["environment"]["load_average_end"] = common.load_average()
+    return result
+
+
+def summarize(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation over seeds of the test MAE of ``key``, per model."""
+    out: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        values = [r["test"][key]["mae"] for r in rows if r["model"] == name and key in r.get("test", {})]
+        if values:
+            out[name] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                         "n": len(values)}
+    return out

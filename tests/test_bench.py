@@ -1,0 +1,174 @@
+"""Benchmarks: the quick run end to end, peers missing, the report region, and the graph PyG peers see.
+
+No assertion here depends on a timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+
+from localframe import cli
+from localframe.bench import peers, report
+from localframe.data.batch import AtomsBatch
+
+PEER_MODULES = ("torch_geometric", "torch_geometric.nn", "torch_geometric.nn.models", "mace", "mace.modules")
+SECTIONS = ("## Benchmark setup", "## Speed", "## Scaling", "### Against GFN2-xTB",
+            "## Accuracy under a fixed training budget", "## Targets")
+MD_SECTION = "## Molecular dynamics\n\nWritten by someone else; must survive.\n"
+
+
+def _molecules():
+    mols = [molecule(name) for name in ("CH3CH2OH", "C6H6", "H2O", "CH3COOH")]
+    for k, m in enumerate(mols):
+        m.rattle(0.1, seed=k)
+    return mols
+
+
+def _pairs(edge_index: torch.Tensor) -> set[tuple[int, int]]:
+    return {(int(a), int(b)) for a, b in edge_index.t().tolist()}
+
+
+def _hide_peers(monkeypatch):
+    for name in PEER_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import name` fail
+
+
+# ---------------------------------------------------------------------- the graph peers see
+@pytest.mark.parametrize("cutoff", [2.0, 5.0])
+def test_radius_graph_replacement_matches_our_neighbour_list(cutoff):
+    batch = AtomsBatch.from_atoms(_molecules(), cutoff)
+    edges = peers.radius_graph(batch.positions, cutoff, batch.batch)
+    # PyG's convention is (source j, target i): flipped, it must be our list of pairs (i, j)
+    assert _pairs(edges.flip(0)) == _pairs(batch.edge_index)
+    assert edges.shape[1] == batch.edge_index.shape[1]  # no duplicates
+    looped = peers.radius_graph(batch.positions, cutoff, batch.batch, loop=True)
+    n = batch.positions.shape[0]
+    assert _pairs(looped) == _pairs(edges) | {(k, k) for k in range(n)}
+    # no pair crosses structures, however close they are placed
+    assert bool((batch.batch[edges[0]] == batch.batch[edges[1]]).all())
+
+
+def test_radius_graph_given_graph_is_returned_inside_the_block():
+    batch = AtomsBatch.from_atoms(_molecules()[:2], 5.0)
+    given = batch.edge_index[:, :10].flip(0)
+    with peers.given_graph(given):
+        assert torch.equal(peers.radius_graph(batch.positions, 5.0, batch.batch), given)
+    assert peers.radius_graph(batch.positions, 5.0, batch.batch).shape[1] == batch.edge_index.shape[1]
+
+
+def test_triplets_match_brute_force():
+    batch = AtomsBatch.from_atoms(_molecules()[:3], 2.6)
+    edge_index = batch.edge_index.flip(0)  # j -> i
+    n = batch.positions.shape[0]
+    i, j, idx_i, idx_j, idx_k, idx_kj, idx_ji = peers.triplets(edge_index, n)
+    assert torch.equal(i, edge_index[1]) and torch.equal(j, edge_index[0])
+    found = {(int(a), int(b)) for a, b in zip(idx_kj, idx_ji)}
+    src, dst = edge_index.tolist()
+    expected = {(kj, ji) for ji, kj in itertools.product(range(len(src)), repeat=2)
+                if dst[kj] == src[ji] and src[kj] != dst[ji]}
+    assert found == expected
+    assert torch.equal(idx_k, edge_index[0][idx_kj]) and torch.equal(idx_i, edge_index[1][idx_ji])
+    assert torch.equal(idx_j, edge_index[0][idx_ji])
+
+
+def test_given_graph_patches_pyg_and_restores_it():
+    dimenet = pytest.importorskip("torch_geometric.nn.models.dimenet")
+    original = dimenet.radius_graph, dimenet.triplets
+    with peers.given_graph():
+        assert dimenet.radius_graph is peers.radius_graph and dimenet.triplets is peers.triplets
+    assert (dimenet.radius_graph, dimenet.triplets) == original
+
+
+def test_pyg_schnet_peer_is_a_conservative_invariant_model():
+    pytest.importorskip("torch_geometric")
+    torch.manual_seed(0)
+    model = peers.create("pyg_schnet", cutoff=4.0, hidden_channels=16, num_filters=16, num_interactions=2,
+                         num_gaussians=10).double().eval()
+    atoms = _molecules()[0]
+    batch = AtomsBatch.from_atoms(atoms, 4.0, dtype=torch.float64)
+    out = model(batch)
+    rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
+    turned = model(dataclasses.replace(batch, positions=batch.positions @ rotation.T))
+    assert torch.allclose(turned["energy"], out["energy"], atol=1e-10)
+    assert torch.allclose(turned["forces"], out["forces"] @ rotation.T, atol=1e-8)
+    h = 1e-5
+    shifted = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[2, 0] += sign * h
+        shifted.append(float(model(AtomsBatch.from_atoms(moved, 4.0, dtype=torch.float64), forces=False)["energy"].detach()))
+    assert abs(-(shifted[0] - shifted[1]) / (2 * h) - float(out["forces"][2, 0])) < 1e-6
+
+
+def test_missing_peer_is_reported_as_skipped(monkeypatch):
+    _hide_peers(monkeypatch)
+    for name in peers.names():
+        state = peers.status(name)
+        assert not state["available"] and state["reason"].startswith("skipped")
+    with pytest.raises(Exception, match="skipped"):
+        peers.create("pyg_schnet")
+
+
+# ---------------------------------------------------------------------- the report region
+def test_report_keeps_what_is_outside_its_markers(tmp_path):
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\nIntro.\n\n" + MD_SECTION)
+    report.write({}, path)
+    report.write({}, path)  # regenerating replaces the region, never duplicates it
+    text = path.read_text()
+    assert text.count(report.START) == 1 and text.count(report.END) == 1
+    assert MD_SECTION in text and text.startswith("# Benchmarks\n\nIntro.")
+    # a region written first and a section added after it by someone else
+    path.write_text(text + "\n## Later\n\nAlso kept.\n")
+    report.write({}, path)
+    assert "## Later\n\nAlso kept." in path.read_text() and MD_SECTION in path.read_text()
+    # missing file: created with a title
+    fresh = tmp_path / "new" / "benchmarks.md"
+    report.write({}, fresh)
+    assert fresh.read_text().startswith("# Benchmarks") and report.START in fresh.read_text()
+
+
+def test_unknown_model_or_suite_is_an_input_error(tmp_path, capsys):
+    assert cli.main(["bench", "--models", "nonsense", "--report-only", "--out", str(tmp_path)]) == cli.EXIT_INPUT
+    assert "nonsense" in capsys.readouterr().err
+    assert cli.main(["bench", "--suite", "sped", "--out", str(tmp_path)]) == cli.EXIT_INPUT
+
+
+# ---------------------------------------------------------------------- the quick run, end to end
+def test_quick_bench_writes_the_report_with_peers_missing(tmp_path, monkeypatch, capsys):
+    _hide_peers(monkeypatch)
+    out, path = tmp_path / "results", tmp_path / "docs" / "benchmarks.md"
+    path.parent.mkdir()
+    path.write_text("# Benchmarks\n\n" + MD_SECTION)
+    assert cli.main(["bench", "--quick", "--out", str(out), "--report", str(path)]) == 0
+    text = path.read_text()
+    for section in SECTIONS:
+        assert section in text, section
+    assert MD_SECTION in text and text.count(report.START) == 1
+    # peers that cannot be imported are reported as skipped, and the run goes on without them
+    for name in peers.names():
+        row = next(line for line in text.splitlines() if f"`{name}`" in line)
+        assert "skipped" in row
+    speed = json.loads((out / "speed.json").read_text())
+    assert {r["model"] for r in speed["results"]} == {"schnet", "leftnet"}
+    assert all("train" in r and "infer" in r for r in speed["results"]), speed["results"]
+    assert speed["environment"]["threads"] == 1 and speed["environment"]["cpu"]
+    for figure in ("bench_speed.png", "bench_scaling.png"):
+        assert (path.parent / "figures" / figure).stat().st_size > 0
+    scaling = json.loads((out / "scaling.json").read_text())
+    assert all(np.isfinite(p["time_s"]) for r in scaling["boxes"]["rows"] for p in r["points"])
+    accuracy = out / "accuracy-md17.json"
+    if accuracy.exists():  # needs tblite and lightning (the chem and train extras)
+        rows = json.loads(accuracy.read_text())["tasks"]["md17"]["rows"]
+        assert {r["model"] for r in rows} == {"schnet", "leftnet"} and all("test" in r for r in rows), rows
+    # the report can be regenerated from the saved results alone
+    assert cli.main(["bench", "--report-only", "--out", str(out), "--report", str(path)]) == 0
+    assert path.read_text().count(report.START) == 1 and "## Speed" in path.read_text()
