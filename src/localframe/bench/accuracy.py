@@ -159,17 +159,10 @@ def train_one(prepared: Prepared, name: str, seed: int, budget_minutes: float, d
     torch_dtype = common.DTYPES[dtype]
     hparams = {"avg_num_neighbors": prepared.avg_neighbors} if name == "mace" else {}
     model = common.build(name, cutoff=cutoff, dtype=torch_dtype, seed=seed, targets=prepared.targets, **hparams)
-    with torch.no_grad():
-        model.energy_head.atom_ref.copy_(torch.tensor(norm.atom_ref, dtype=torch_dtype))
-        model.energy_head.scale.fill_(norm.energy_scale)
-        for target, stats in norm.target_stats.items():
-            head = model.target_heads[target]
-            head.atom_ref.copy_(torch.tensor(stats["atom_ref"], dtype=torch_dtype))
-            head.shift.fill_(stats["shift"])
-            head.scale.fill_(stats["scale"])
+    norm.apply(model)
     tc = TrainConfig(**spec.train, max_time=budget_minutes, max_epochs=1_000_000, seed=seed, dtype=dtype)
     labels = prepared.data.labels
-    task_module = Task(model, tc, labels, norm.energy_scale, {t: st["scale"] for t, st in norm.target_stats.items()})
+    task_module = Task(model, tc, labels, norm.energy_scale, norm.target_scales)
     val = prepared.datasets["val"]
 
     def evaluate() -> dict:

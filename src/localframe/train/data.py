@@ -64,6 +64,22 @@ class Normalization:
     def to_dict(self) -> dict:
         return {"atom_ref": self.atom_ref, "energy_scale": self.energy_scale, "target_stats": self.target_stats}
 
+    @property
+    def target_scales(self) -> dict[str, float]:
+        return {name: st["scale"] for name, st in self.target_stats.items()}
+
+    def apply(self, model) -> None:
+        """Set the model's energy head and target heads from these statistics (in the model's dtype)."""
+        dtype = model.energy_head.atom_ref.dtype
+        with torch.no_grad():
+            model.energy_head.atom_ref.copy_(torch.tensor(self.atom_ref, dtype=dtype))
+            model.energy_head.scale.fill_(self.energy_scale)
+            for name, st in self.target_stats.items():
+                head = model.target_heads[name]
+                head.atom_ref.copy_(torch.tensor(st["atom_ref"], dtype=dtype))
+                head.shift.fill_(st["shift"])
+                head.scale.fill_(st["scale"])
+
 
 def composition_fit(atoms, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-element references (119,) by least squares, and the residual per atom of each structure."""

@@ -114,16 +114,8 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     # model with its normalisation
     model = models.create(cfg.model.name, cutoff=cutoff, dipole="dipole" in data.labels, targets=targets, **cfg.model.hparams)
     model = model.to(dtype)
-    with torch.no_grad():
-        model.energy_head.atom_ref.copy_(torch.tensor(norm.atom_ref, dtype=dtype))
-        model.energy_head.scale.fill_(norm.energy_scale)
-        for name, st in norm.target_stats.items():
-            head = model.target_heads[name]
-            head.atom_ref.copy_(torch.tensor(st["atom_ref"], dtype=dtype))
-            head.shift.fill_(st["shift"])
-            head.scale.fill_(st["scale"])
-    target_scales = {name: st["scale"] for name, st in norm.target_stats.items()}
-    task = Task(model, tc, data.labels, norm.energy_scale, target_scales)
+    norm.apply(model)
+    task = Task(model, tc, data.labels, norm.energy_scale, norm.target_scales)
 
     callbacks = [
         ModelCheckpoint(dirpath=run / "checkpoints", filename="last", train_time_interval=timedelta(minutes=tc.checkpoint_minutes),
