@@ -57,6 +57,7 @@ def test_radius_graph_replacement_matches_our_neighbour_list(cutoff):
 
 
 def test_radius_graph_given_graph_is_returned_inside_the_block():
+    pytest.importorskip("torch_geometric")  # the block patches PyG's module-level radius_graph
     batch = AtomsBatch.from_atoms(_molecules()[:2], 5.0)
     given = batch.edge_index[:, :10].flip(0)
     with peers.given_graph(given):
