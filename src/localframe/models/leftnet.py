@@ -39,6 +39,12 @@ Symmetry. As in the paper the model is E(3)-invariant by default: coefficients o
 axis e₂ pass through the smooth even function √(c² + ε²) − ε (not |c|, whose kink at 0 breaks smooth
 forces). ``symmetry="SE(3)"`` keeps their sign and gives a chirality-aware model.
 
+Initialisation. Every linear layer starts with weights N(0, 1/fan_in) and zero biases
+(:func:`localframe.nn.init.unit_variance_init`). A message is the product of three learned factors
+(neighbour MLP, radial filter, LSE feature); with PyTorch's default initialisation each shrinks the
+signal and the messages start at ~1 % of s_i with v_i ≈ 0, which halves the progress of the first
+epochs (QM9 U0, 626 steps: validation MAE 0.39 eV with the default, 0.20 eV with this one).
+
 Departures from the released code: frames are local (neighbour centroids from image-corrected r_ij,
 no pre-centring, no global origin), safely normalised so that degenerate frames (linear molecules,
 centrosymmetric sites) give zero components and finite gradients, the final filters are enveloped
@@ -57,6 +63,7 @@ from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.frames import check_symmetry, edge_frame, local_centroids, node_frame, safe_norm, scalarize
+from localframe.nn.init import unit_variance_init
 from localframe.nn.radial import ExpNormalBasis
 from localframe.nn.scatter import scatter_sum
 
@@ -79,8 +86,11 @@ class LEFTLayer(nn.Module):
         filt = self.filter(phi) * edge_feat  # edge_feat carries the envelope u_ij
         alpha, beta, gamma = (self.node(s)[j] * filt).split(h, dim=-1)
         s = s + scatter_sum(alpha, i, n)
-        dv = v[j] * beta.unsqueeze(1) + unit.unsqueeze(-1) * gamma.unsqueeze(1)
-        v = v + scatter_sum(dv, i, n) / math.sqrt(3.0)
+        dv = unit.unsqueeze(-1) * gamma.unsqueeze(1)
+        if v is None:  # first layer: v = 0, so v_j ⊙ β_ij vanishes
+            v = scatter_sum(dv, i, n) / math.sqrt(3.0)
+        else:
+            v = v + scatter_sum(v[j] * beta.unsqueeze(1) + dv, i, n) / math.sqrt(3.0)
         # 5. frame transition encoding
         U, V = self.uv(v).split(h, dim=-1)
         inputs = [s, safe_norm(U, dim=1)]
@@ -133,6 +143,7 @@ class LEFTNet(Representation):
         self.layers = nn.ModuleList(
             LEFTLayer(h, num_radial, self.chiral, self.fte_node_frame) for _ in range(num_layers)
         )
+        unit_variance_init(self)
 
     def frames(self, vectors, u, edge_index, n):
         """Edge frames F_ij (E, 3, 3) and node frames F_i (N, 3, 3) (step 1)."""
@@ -155,13 +166,13 @@ class LEFTNet(Representation):
         phi = self.radial(d)
         hij = u.unsqueeze(-1) * self.radial_mlp(phi)
         s = self.embedding(numbers) + scatter_sum(hij * self.neighbour_embedding(numbers)[j], i, n)
-        v = s.new_zeros(n, 3, self.hidden_channels)
+        v = None  # v = 0 before the first layer
         # 3. local substructure encoding
         w = hij * torch.nn.functional.silu(self.lse_in(s))[j]
-        S = self.lse_mix(scatter_sum(unit.unsqueeze(-1) * w.unsqueeze(1), i, n))
+        S = scatter_sum(unit.unsqueeze(-1) * self.lse_mix(w).unsqueeze(1), i, n)  # W_S moved inside the sum (linear)
         t_i, t_j = self.substructure(S, edge_fr, i), self.substructure(S, edge_fr, j)
         edge_feat = u.unsqueeze(-1) * self.lse_out(torch.cat([t_j, t_i, hij, phi], dim=-1))
         # 4–5. layers
         for layer in self.layers:
             s, v = layer(s, v, edge_feat, phi, unit, u, node_fr, edge_index)
-        return s, v
+        return s, (v if v is not None else s.new_zeros(n, 3, self.hidden_channels))
