@@ -22,6 +22,15 @@ SMALL_CONFIGS = ({"hidden_channels": 16, "num_layers": 2}, {"hidden_channels": 1
 BIAS_STD = 0.1
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small structures: one torch thread is fastest, and fair to others sharing the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize_biases(model: torch.nn.Module, seed: int = 0, std: float = BIAS_STD) -> torch.nn.Module:
     """Give every bias small random values, so that tests do not rely on zero-initialised biases."""
     generator = torch.Generator().manual_seed(seed)

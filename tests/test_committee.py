@@ -12,13 +12,7 @@ from localframe.io import save_model
 from localframe.md import run_md
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small structures: one torch thread is fastest, and fair to others sharing the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -18,13 +18,7 @@ from localframe.errors import InputError
 from localframe.inference import VerletNeighborList, evaluate_many
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small structures: one torch thread is fastest, and fair to others sharing the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pair_set(edges, shifts) -> set:

@@ -105,7 +105,7 @@ def test_label_rejects_unknown_method():
 
 def test_openmp_threads_follow_environment(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    with xtb._tblite_threads():
+    with xtb.tblite_threads():
         runtimes = xtb._openmp_runtimes()
         assert runtimes, "no OpenMP runtime found in the process"
         assert all(lib.omp_get_max_threads() == 1 for lib in runtimes)

@@ -663,14 +663,14 @@ def benchmark_systems(
     names: Sequence[str] = ("ethanol", "aspirin", "water-1k", "water-10k"), seed: int = 0
 ) -> dict[str, Atoms]:
     """The benchmark structures: molecules from SMILES (RDKit + MMFF) and water boxes."""
-    from localframe.reference.xtb import _embed_smiles
+    from localframe.reference.xtb import embed_smiles
 
     smiles = {"ethanol": "CCO", "aspirin": "CC(=O)Oc1ccccc1C(=O)O"}
     boxes = {"water-1k": 7, "water-10k": 15}
     out = {}
     for name in names:
         if name in smiles:
-            out[name] = _embed_smiles(smiles[name], seed)[0]
+            out[name] = embed_smiles(smiles[name], seed)[0]
         elif name in boxes:
             out[name] = water_box(boxes[name])
         else:
@@ -797,10 +797,10 @@ def benchmark_neighbor_list(
 
 @contextmanager
 def _xtb_calculator(atoms: Atoms) -> Iterator:
-    from localframe.reference.xtb import _tblite_calculator_class, _tblite_threads
+    from localframe.reference.xtb import tblite_calculator_class, tblite_threads
 
-    TBLite = _tblite_calculator_class()
-    with _tblite_threads():
+    TBLite = tblite_calculator_class()
+    with tblite_threads():
         yield TBLite(method="GFN2-xTB", charge=int(atoms.info.get("charge", 0)), verbosity=0)
 
 

@@ -37,7 +37,7 @@ from ase import Atoms, units  # noqa: E402
 from localframe.errors import InputError  # noqa: E402
 from localframe.files import atomic_open  # noqa: E402
 
-__all__ = ["label", "label_file", "sample", "METHODS"]
+__all__ = ["label", "label_file", "sample", "METHODS", "embed_smiles", "tblite_calculator_class", "tblite_threads"]
 
 METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
 MD_MIN_DISTANCE = 0.5  # Å; closer atoms during MD mean the simulation has blown up
@@ -66,9 +66,9 @@ def label(
     """
     structures = [atoms_list] if isinstance(atoms_list, Atoms) else list(atoms_list)
     _check_method(method)
-    TBLite = _tblite_calculator_class()
+    TBLite = tblite_calculator_class()
     out = []
-    with _tblite_threads(), _progress_bar(progress) as bar:
+    with tblite_threads(), _progress_bar(progress) as bar:
         task = bar.add_task("GFN2-xTB labels" if method == "GFN2-xTB" else f"{method} labels",
                             total=len(structures))
         for index, atoms in enumerate(structures):
@@ -242,7 +242,7 @@ def _langevin(
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary
 
-    TBLite = _tblite_calculator_class()
+    TBLite = tblite_calculator_class()
     rng = np.random.default_rng(seed)
     atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     atoms.calc = TBLite(method=method, charge=charge, multiplicity=multiplicity, verbosity=0)
@@ -278,7 +278,7 @@ def _langevin(
         return forces
 
     kept = []
-    with _tblite_threads(), _progress_bar(progress) as bar:
+    with tblite_threads(), _progress_bar(progress) as bar:
         task = bar.add_task(f"{method} MD", total=total_steps)
         try:
             forces = atoms.get_forces(md=True)
@@ -340,13 +340,14 @@ def _starting_structure(smiles_or_file, seed: int) -> tuple[Atoms, str, int, int
         charge = _structure_charge(atoms, None, source, 0)
         multiplicity = _structure_multiplicity(atoms, source, 0)
     else:
-        atoms, charge, multiplicity = _embed_smiles(text, seed)
+        atoms, charge, multiplicity = embed_smiles(text, seed)
         source = f"SMILES {text}"
     AtomsBatch.from_atoms(atoms, cutoff=1.0, source=source, first_index=0)
     return atoms, source, charge, multiplicity
 
 
-def _embed_smiles(smiles: str, seed: int) -> tuple[Atoms, int, int | None]:
+def embed_smiles(smiles: str, seed: int) -> tuple[Atoms, int, int | None]:
+    """3D structure of a SMILES string (RDKit ETKDG + MMFF, seeded), its charge and multiplicity."""
     try:
         from rdkit import Chem, RDLogger
         from rdkit.Chem import AllChem
@@ -448,7 +449,8 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-def _tblite_calculator_class():
+def tblite_calculator_class():
+    """tblite's ASE calculator class, or a one-line InputError saying how to install it."""
     try:
         from tblite.ase import TBLite
     except ImportError:
@@ -485,9 +487,9 @@ def _openmp_runtimes() -> list[ctypes.CDLL]:
 
 
 @contextlib.contextmanager
-def _tblite_threads() -> Iterator[None]:
+def tblite_threads() -> Iterator[None]:
     """Run tblite with OMP_NUM_THREADS threads, even if the OpenMP runtime was loaded earlier."""
-    _tblite_calculator_class()  # loads tblite and its OpenMP runtime
+    tblite_calculator_class()  # loads tblite and its OpenMP runtime
     n = _requested_threads()
     saved = []
     if n is not None:
