@@ -199,6 +199,18 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(item.strip() for item in text.split(",") if item.strip()) if text else None
 
 
+def _read_notes(path: str | None) -> str | None:
+    from localframe.errors import InputError
+
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as err:
+        raise InputError(f"cannot read the notes file: {err.strerror}", path[:200]) from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from localframe import bench
 
@@ -210,7 +222,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         max_memory_gib=args.max_memory_gib, xtb=not args.no_xtb, xtb_cap_s=args.xtb_cap, allocator=args.allocator,
         tasks=_names(args.tasks) or bench.TASKS, budget_minutes=args.budget_minutes, seeds=args.seeds,
         n_train=args.n_train, n_test=args.n_test, profile=_names(args.profile) or (),
-        notes=open(args.notes).read() if args.notes else None, command="localframe " + " ".join(sys.argv[1:]),
+        notes=_read_notes(args.notes), command="localframe " + " ".join(sys.argv[1:]),
     )
     written = bench.run(options)
     for path in written["results"]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from localframe.errors import InputError
+from localframe.files import write_text
 
 SUITES = ("speed", "scaling", "accuracy")
 #: Models of a quick run unless ``models`` is given (a peer that is not installed is skipped).
@@ -146,7 +147,7 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
         written["results"].append(str(report.save({"profiles": profiles}, out, "profile")))
     notes_file = out / "notes.md"
     if options.notes:  # kept with the results, so that later reports include them
-        notes_file.write_text(options.notes)
+        write_text(notes_file, options.notes)
     if options.report:
         notes = notes_file.read_text() if notes_file.exists() else None
         written["report"] = str(report.write(report.load(out), options.report, options.command, notes))

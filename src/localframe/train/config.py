@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from localframe.errors import InputError
+from localframe.files import write_text
 
 
 class _Section(BaseModel):
@@ -159,4 +160,4 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
 
 
 def dump(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from localframe.data.batch import AtomsBatch
+from localframe.files import write_text
 from localframe.models import AtomisticModel
 
 # label -> unit of its error, for reports
@@ -60,7 +61,7 @@ def metrics(pairs: dict[str, tuple[np.ndarray, np.ndarray]], units: dict[str, st
 
 
 def write_json(data: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def parity_plots(pairs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "",
