@@ -195,7 +195,7 @@ def test_leftnet_messages_are_not_vanishing_at_initialisation():
     of the node features, the vector features stay ≈ 0 and training starts slowly. The unit-variance
     init keeps them at a few per cent and more."""
     torch.manual_seed(0)
-    model = models.create("leftnet")  # default size, default init
+    model = models.create("leftnet")  # default size and initialisation
     batch = AtomsBatch.from_atoms([molecule(name) for name in ("CH3CH2OH", "C6H6", "CH3COOH")], cutoff=5.0)
     with torch.no_grad():
         s0 = model.representation.embedding(batch.numbers)

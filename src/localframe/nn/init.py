@@ -21,4 +21,3 @@ def unit_variance_init(module: nn.Module) -> nn.Module:
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
     return module
-
