@@ -34,3 +34,9 @@ class InputError(ValueError):
             self.source if self.source is not None else source,
             self.index if self.index is not None else index,
         )
+
+
+def one_line(err: BaseException, limit: int | None = None) -> str:
+    """The message of ``err`` on one line (whitespace collapsed), cut to ``limit`` characters with "..."."""
+    text = " ".join(str(err).split())
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

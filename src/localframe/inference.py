@@ -84,9 +84,6 @@ class VerletNeighborList:
         self._offsets: torch.Tensor | None = None
         self._offsets_cell: np.ndarray | None = None
 
-    def reset(self) -> None:
-        self._ref_positions = None
-
     def pairs(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         positions = np.asarray(positions, dtype=np.float64)
         pbc = np.asarray(pbc, dtype=bool).reshape(3)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from localframe.errors import InputError
+from localframe.errors import InputError, one_line
 from localframe.files import atomic_open
 
 FORMAT = "localframe-model"
@@ -95,7 +95,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise InputError(f"weights do not match model {config['name']!r}: {_one_line(err)}", source) from None
+        raise InputError(f"weights do not match model {config['name']!r}: {one_line(err, 300)}", source) from None
     if "cutoff" in payload and abs(float(payload["cutoff"]) - model.cutoff) > 1e-12:
         raise InputError(f"model file cutoff {payload['cutoff']} disagrees with its config ({model.cutoff})", source)
     model.metadata = dict(payload.get("metadata") or {})
@@ -118,11 +118,6 @@ def _load_problem(err: BaseException) -> str:
             if detail.startswith("Unsupported global"):
                 return f"it holds more than tensors and plain values: {detail}"
     return f"{type(err).__name__} while reading it"
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_plain(value: Any, where: str) -> Any:

@@ -68,7 +68,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from ase import Atoms, units
 
-from localframe.errors import InputError
+from localframe.errors import InputError, one_line
 
 __all__ = [
     "run_md", "relax", "MDStopped", "read_structure", "benchmark", "benchmark_neighbor_list", "benchmark_table",
@@ -110,7 +110,7 @@ def read_structure(path: str | os.PathLike, index: int | str = -1, format: str |
     except (StopIteration, IndexError):
         raise InputError(f"no structure at index {index}", source) from None
     except Exception as err:  # ase raises many types for files it cannot parse
-        raise InputError(f"cannot read a structure ({type(err).__name__}: {_one_line(err)})", source) from None
+        raise InputError(f"cannot read a structure ({type(err).__name__}: {one_line(err, 300)})", source) from None
     if isinstance(atoms, list):
         if not atoms:
             raise InputError("no structures in the file", source)
@@ -146,11 +146,6 @@ def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
     if text not in allowed:
         raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
     return text
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------- MD
@@ -306,7 +301,7 @@ def run_md(
             except InputError as err:  # e.g. atoms closer than 0.1 Å, non-finite coordinates
                 raise stop(f"the calculator refused the structure: {err.problem}") from None
             except (RuntimeError, ValueError, FloatingPointError) as err:  # e.g. an SCF that fails to converge
-                raise stop(f"the calculation failed ({_one_line(err)}); the simulation probably blew up") from None
+                raise stop(f"the calculation failed ({one_line(err, 300)}); the simulation probably blew up") from None
             dynamics.nsteps += 1
             state.done = k
             observed = check()

@@ -72,16 +72,24 @@ def run(out: str | Path = "quickstart", frames: int = 500, seed: int = 0, minute
 
 def _molecular_dynamics(console: Console, run_dir: Path, data: Path, steps: int, seed: int) -> list[tuple[str, str]]:
     """Short NVT, then NVE from where it ended, with the trained model; returns result rows."""
+    import torch
+
+    console.rule("4. Molecular dynamics with the trained model")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 9-atom molecule gains nothing from more threads, and loses a lot when cores are shared
+    try:
+        return _nvt_then_nve(run_dir, data, steps, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _nvt_then_nve(run_dir: Path, data: Path, steps: int, seed: int) -> list[tuple[str, str]]:
     import ase.io
 
     from localframe.calculator import Calculator
     from localframe.errors import InputError
     from localframe.md import run_md
 
-    import torch
-
-    console.rule("4. Molecular dynamics with the trained model")
-    torch.set_num_threads(1)  # a 9-atom molecule gains nothing from more threads, and loses a lot when cores are shared
     atoms = ase.io.read(data, index=-1)
     atoms.calc = Calculator(str(run_dir / "model.pt"))
     rows = []

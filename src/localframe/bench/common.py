@@ -67,11 +67,6 @@ def supports(name: str, periodic: bool) -> bool:
     return not periodic or not peers.is_peer(name) or peers.periodic(name)
 
 
-def split_names(names: list[str]) -> tuple[list[str], list[str]]:
-    """(localframe models, peers) among ``names``."""
-    return [n for n in names if not peers.is_peer(n)], [n for n in names if peers.is_peer(n)]
-
-
 # ---------------------------------------------------------------------- timing and memory
 def timings(call: Callable[[], Any], warmup: int, repeats: int, max_seconds: float | None = None) -> dict:
     """Median and quartiles (s) of ``repeats`` timed calls after ``warmup`` untimed ones.

@@ -459,6 +459,8 @@ def _accuracy_figure(task_name: str, rows: list[dict[str, Any]], report: Path) -
 # ---------------------------------------------------------------------- targets
 def targets(results: dict[str, Any]) -> list[dict[str, str]]:
     """The issue's targets, each with the measured figure and whether it is met."""
+    from localframe.bench.accuracy import summarize
+
     out = []
     speed, scaling = results.get("speed"), results.get("scaling")
     accuracy = {k.split("-", 1)[1]: v for k, v in results.items() if k.startswith("accuracy-")}
@@ -480,7 +482,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
     for task_name, result in accuracy.items():
         rows = result["tasks"].get(task_name, {}).get("rows", [])
         key = "U0_atom" if task_name == "qm9" else "forces"
-        st = _summaries(rows, key)
+        st = summarize(rows, key)
         if "leftnet" in st and "pyg_dimenet++" in st:
             comparisons.append((task_name, key, st["leftnet"]["mean"], st["pyg_dimenet++"]["mean"]))
     out.append(_target("LEFTNet reaches lower error than DimeNet++ at equal budget",
@@ -518,7 +520,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
                 fits.setdefault(row["model"], {})[key] = fit
     parts = []
     for model, f in fits.items():
-        parts.append(f"{_short(model)}: " + ", ".join(f"{k} {v['exponent']:.2f}" for k, v in f.items())
+        parts.append(f"{peers.label(model)}: " + ", ".join(f"{k} {v['exponent']:.2f}" for k, v in f.items())
                      + f" ({max(v['range'][0] for v in f.values()):,}–{max(v['range'][1] for v in f.values()):,} atoms)")
     wall_ok = [m for m, f in fits.items() if "wall" in f and f["wall"]["exponent"] <= TARGET_LINEAR]
     user_ok = [m for m, f in fits.items() if "user" in f and f["user"]["exponent"] <= TARGET_LINEAR]
@@ -551,12 +553,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
             if sb:
                 hundred.append((name, sb[0]))
         out.append(_target("learned potential faster than GFN2-xTB from aspirin size up",
-                           "; ".join(f"{_short(n)}: slowest {s:.3g}×" for n, s, _ in faster)
+                           "; ".join(f"{peers.label(n)}: slowest {s:.3g}×" for n, s, _ in faster)
                            + (" (xTB: " + ", ".join(f"{r['atoms']} atoms {_num(r['xtb']['time_s'])} s" for r in from_aspirin)
                               + ")" if from_aspirin else ""),
                            _per_model([(n, ok) for n, _, ok in faster])))
         out.append(_target(f"≥ {TARGET_XTB_SPEEDUP:.0f}× faster than GFN2-xTB at 1,000 atoms",
-                           "; ".join(f"{_short(n)}: {s:.3g}×" for n, s in hundred),
+                           "; ".join(f"{peers.label(n)}: {s:.3g}×" for n, s in hundred),
                            _per_model([(n, s >= TARGET_XTB_SPEEDUP) for n, s in hundred])))
     return out
 
@@ -567,8 +569,8 @@ def _per_model(checks: list[tuple[str, bool]]) -> bool | str | None:
         return None
     if all(ok for _, ok in checks):
         return True
-    passed = [_short(n) for n, ok in checks if ok]
-    failed = [_short(n) for n, ok in checks if not ok]
+    passed = [peers.label(n) for n, ok in checks if ok]
+    failed = [peers.label(n) for n, ok in checks if not ok]
     return f"missed for {', '.join(failed)}" + (f"; met for {', '.join(passed)}" if passed else "")
 
 
@@ -578,16 +580,6 @@ def _user_fit(row: dict[str, Any]) -> dict[str, Any] | None:
 
     measured = [p for p in row.get("points", []) if "cpu_s" in p and "sys_s" in p]
     return fit_exponent([p["atoms"] for p in measured], [max(p["cpu_s"] - p["sys_s"], 1e-9) for p in measured])
-
-
-def _short(name: str) -> str:
-    return peers.label(name) if peers.is_peer(name) else name
-
-
-def _summaries(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
-    from localframe.bench.accuracy import summarize
-
-    return summarize(rows, key)
 
 
 def _target(name: str, measured: str, met: bool | str | None) -> dict[str, str]:

@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from ase import Atoms, units  # noqa: E402
 
-from localframe.errors import InputError  # noqa: E402
+from localframe.errors import InputError, one_line  # noqa: E402
 from localframe.files import atomic_open  # noqa: E402
 
 __all__ = ["label", "label_file", "sample", "METHODS", "embed_smiles", "tblite_calculator_class", "tblite_threads"]
@@ -175,7 +175,7 @@ def _label_one(atoms: Atoms, TBLite, method: str, charge, accuracy: float, sourc
     try:
         work.calc.calculate(work, properties)
     except (RuntimeError, ValueError) as err:  # ase CalculationFailed/InputError, tblite errors
-        raise InputError(f"{method} calculation failed: {_one_line(err)}", source, index) from None
+        raise InputError(f"{method} calculation failed: {one_line(err)}", source, index) from None
     results = work.calc.results
     out = atoms.copy()  # keeps info and arrays, drops any calculator and constraints
     out.calc = None
@@ -269,7 +269,7 @@ def _langevin(
             try:
                 forces = dynamics.step(forces)
             except (RuntimeError, ValueError) as err:
-                raise failed(f"{method} calculation failed ({_one_line(err)}); the simulation probably "
+                raise failed(f"{method} calculation failed ({one_line(err)}); the simulation probably "
                              "blew up (try a smaller timestep or temperature)") from None
             step += 1
             if not np.isfinite(atoms.calc.results["energy"]):
@@ -283,7 +283,7 @@ def _langevin(
         try:
             forces = atoms.get_forces(md=True)
         except (RuntimeError, ValueError) as err:
-            raise InputError(f"{method} calculation failed: {_one_line(err)}", source, 0) from None
+            raise InputError(f"{method} calculation failed: {one_line(err)}", source, 0) from None
         _check_md_state(atoms, temperature, failed)
         done = 0
         while done < equilibration_steps:
@@ -398,7 +398,7 @@ def _read_structures(path, index, format: str | None) -> list[Atoms]:
     except InputError:
         raise
     except Exception as err:  # ase raises many types for files it cannot parse
-        raise InputError(f"cannot read structures: {_one_line(err) or type(err).__name__}", source) from None
+        raise InputError(f"cannot read structures: {one_line(err) or type(err).__name__}", source) from None
     structures = [result] if isinstance(result, Atoms) else list(result)
     if not structures:
         raise InputError("file contains no structures", source)
@@ -443,10 +443,6 @@ def _count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
 
 
 def tblite_calculator_class():
