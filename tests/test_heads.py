@@ -15,8 +15,9 @@ from ase.build import molecule
 from localframe import models
 from localframe.data.batch import AtomsBatch
 from localframe.errors import InputError
-from localframe.heads import check_targets
+from localframe.heads import check_targets, columnwise, mlp
 from localframe.io import FORMAT_VERSION, load_model, save_model
+from localframe.nn.scatter import gather
 
 TARGETS = {"U0": "sum", "gap": "mean"}
 
@@ -88,6 +89,17 @@ def test_scalar_targets_sum_and_mean(lf):
     head.shift.fill_(-1.5)
     scaled = lf.predict(model, [water, lf.ethanol(), water + far])
     np.testing.assert_allclose(scaled["gap"], 2.0 * out["gap"] - 1.5, rtol=1e-12)
+
+
+def test_columnwise_and_gather_match_their_plain_forms():
+    torch.manual_seed(0)
+    net = mlp([3, 8, 1]).double()
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    assert torch.allclose(columnwise(net, x), net(x.transpose(1, 2)).transpose(1, 2), atol=1e-13)
+    src, index = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True), torch.tensor([4, 0, 4, 2])
+    plain = torch.autograd.grad(src[index].square().sum(), src)[0]
+    assert torch.equal(gather(src, index), src[index])
+    assert torch.allclose(torch.autograd.grad(gather(src, index).square().sum(), src)[0], plain, atol=1e-14)
 
 
 @pytest.mark.parametrize(

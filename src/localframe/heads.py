@@ -43,6 +43,18 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.SiLU) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
+def columnwise(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``net`` (an :func:`mlp`) applied to every column of x (…, D, C), giving (…, D_out, C): the same
+    as ``net(x.transpose(-1, -2)).transpose(-1, -2)`` without the transposed copies (faster on CPU)."""
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            x = torch.einsum("ka,...ac->...kc", layer.weight, x)
+            x = x + layer.bias.unsqueeze(-1) if layer.bias is not None else x
+        else:
+            x = layer(x)
+    return x
+
+
 def _readout(channels: int) -> nn.Sequential:
     return mlp([channels, max(channels // 2, 1), 1])
 

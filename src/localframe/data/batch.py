@@ -34,6 +34,7 @@ from ase import Atoms
 
 from localframe.data.neighbors import neighbor_pairs
 from localframe.errors import InputError
+from localframe.nn.scatter import gather
 
 MIN_DISTANCE = 0.1  # Å; closer pairs are treated as corrupt input
 MAX_Z = 118
@@ -85,7 +86,7 @@ class AtomsBatch:
         pos = self.positions if positions is None else positions
         cell = self.cell if cell is None else cell
         i, j = self.edge_index
-        vec = pos[j] - pos[i]
+        vec = gather(pos, j) - gather(pos, i)
         if self.cell_shifts.numel() and bool(self.pbc.any()):
             vec = vec + torch.einsum("ea,eab->eb", self.cell_shifts, cell[self.batch[i]])
         return vec

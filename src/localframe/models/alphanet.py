@@ -58,13 +58,13 @@ import torch
 from torch import nn
 
 from localframe.errors import InputError
-from localframe.heads import N_ELEMENTS, mlp
+from localframe.heads import N_ELEMENTS, columnwise, mlp
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.frames import check_symmetry, build_frame, neighbour_centroid, normalize, safe_norm, scalarize
 from localframe.nn.radial import BesselBasis
-from localframe.nn.scatter import scatter_sum
+from localframe.nn.scatter import gather, scatter_sum
 
 
 def rotate(s: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
@@ -104,12 +104,12 @@ class AlphaLayer(nn.Module):
         ue = u.unsqueeze(-1)
         if rho is not None:  # a. phase rotation from the previous layer
             s = rotate(s, rho)
-        x, beta, gamma = (self.node(self.norm_in(s))[j] * (self.filter(phi) * edge_feat)).split(h, dim=-1)  # b.
+        x, beta, gamma = (gather(self.node(self.norm_in(s)), j) * (self.filter(phi) * edge_feat)).split(h, dim=-1)  # b.
         psi = ue.unsqueeze(-1) * normalize(self.kappa(x).unflatten(-1, (self.phase, 2)))  # c.
         agg = self.norm_out(torch.cat([scatter_sum(psi.flatten(1), i, n), scatter_sum(x, i, n)], dim=-1))  # d.
         Phi, ds = agg.split([2 * self.phase, h], dim=-1)
         s = s + ds
-        dv = v[j] * beta.unsqueeze(1) + unit.unsqueeze(-1) * gamma.unsqueeze(1)
+        dv = gather(v, j) * beta.unsqueeze(1) + unit.unsqueeze(-1) * gamma.unsqueeze(1)
         v = v + scatter_sum(dv, i, n) / math.sqrt(3.0)
         theta = self.theta(Phi)  # e.
         rho = torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)
@@ -164,8 +164,8 @@ class AlphaNet(Representation):
 
     def substructure(self, S, frame, endpoint):
         """t^u (E, C): endpoint u's neighbourhood summary S_u read in the edge frame (step 2)."""
-        P = scalarize(S[endpoint], frame, self.chiral)
-        return (self.lse_g(P.transpose(1, 2)).squeeze(-1) + P[:, 0, :]) / math.sqrt(self.lse_channels)
+        P = scalarize(gather(S, endpoint), frame, self.chiral)
+        return (columnwise(self.lse_g, P).squeeze(-2) + P[:, 0, :]) / math.sqrt(self.lse_channels)
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         i, j = edge_index
@@ -175,13 +175,13 @@ class AlphaNet(Representation):
         u = self.envelope(d)
         # 1. edge frames from the image-corrected neighbour mean
         m = neighbour_centroid(vectors, u, i, n)
-        frame = build_frame(vectors, m[i])
+        frame = build_frame(vectors, gather(m, i))
         # 2. embedding, LSE, complex state
         phi = self.radial(d)
         hij = u.unsqueeze(-1) * self.radial_mlp(phi)
-        neighbours = self.embed_norm(self.neighbour_embedding(numbers))[j]
+        neighbours = gather(self.embed_norm(self.neighbour_embedding(numbers)), j)
         s = self.embed_norm(self.embedding(numbers)) + scatter_sum(hij * neighbours, i, n)
-        w = hij * torch.nn.functional.silu(self.lse_in(s))[j]
+        w = hij * gather(torch.nn.functional.silu(self.lse_in(s)), j)
         S = self.lse_mix(scatter_sum(unit.unsqueeze(-1) * w.unsqueeze(1), i, n))
         t_i, t_j = self.substructure(S, frame, i), self.substructure(S, frame, j)
         edge_feat = u.unsqueeze(-1) * self.lse_out(torch.cat([t_i, t_j, hij, phi], dim=-1))  # enveloped once

@@ -45,7 +45,7 @@ from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.frames import check_symmetry, edge_frame, neighbour_centroid, scalarize, tensorize
 from localframe.nn.radial import BesselBasis
-from localframe.nn.scatter import scatter_sum
+from localframe.nn.scatter import gather, scatter_sum
 
 
 class FrameMessageLayer(nn.Module):
@@ -68,8 +68,8 @@ class FrameMessageLayer(nn.Module):
         i, j = edge_index
         n = s.shape[0]
         w = self.vector_mix(v)  # (N, 3, C): a channel mix keeps equivariance
-        c = torch.cat([scalarize(w[i], frame, self.chiral), scalarize(w[j], frame, self.chiral)], dim=-2)
-        pre = self.centre(s)[i] + self.neighbour(s)[j] + self.edge(edge_emb) + self.vector_coeff(c.flatten(1))
+        c = torch.cat([scalarize(gather(w, i), frame, self.chiral), scalarize(gather(w, j), frame, self.chiral)], dim=-2)
+        pre = gather(self.centre(s), i) + gather(self.neighbour(s), j) + self.edge(edge_emb) + self.vector_coeff(c.flatten(1))
         mu = u.unsqueeze(-1) * self.message(pre)
         s = s + self.update(torch.cat([s, scatter_sum(mu, i, n)], dim=-1))
         alpha = self.coeff(mu).unflatten(-1, (3, -1))
@@ -117,7 +117,7 @@ class ClofNet(Representation):
         frame = edge_frame(vectors, m, edge_index)
         # 2. scalarized geometry → edge embedding
         geometry = torch.cat(
-            [scalarize(m[i].unsqueeze(-1), frame, self.chiral), scalarize(m[j].unsqueeze(-1), frame, self.chiral)],
+            [scalarize(gather(m, i).unsqueeze(-1), frame, self.chiral), scalarize(gather(m, j).unsqueeze(-1), frame, self.chiral)],
             dim=-2,
         ).flatten(1)
         edge_emb = self.edge_embedding(torch.cat([self.radial(d), geometry], dim=-1))

@@ -25,7 +25,7 @@ from localframe.heads import N_ELEMENTS
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
-from localframe.nn.scatter import scatter_sum
+from localframe.nn.scatter import gather, scatter_sum
 
 
 
@@ -39,7 +39,7 @@ class EGNNLayer(nn.Module):
 
     def forward(self, h: torch.Tensor, dist2: torch.Tensor, envelope: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         i, j = edge_index
-        m = self.edge_net(torch.cat([h[i], h[j], dist2.unsqueeze(-1)], dim=-1)) * envelope.unsqueeze(-1)
+        m = self.edge_net(torch.cat([gather(h, i), gather(h, j), dist2.unsqueeze(-1)], dim=-1)) * envelope.unsqueeze(-1)
         return h + self.node_net(torch.cat([h, scatter_sum(m, i, h.shape[0])], dim=-1))
 
 

@@ -58,14 +58,14 @@ import math
 import torch
 from torch import nn
 
-from localframe.heads import N_ELEMENTS, mlp
+from localframe.heads import N_ELEMENTS, columnwise, mlp
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.frames import check_symmetry, edge_frame, local_centroids, node_frame, safe_norm, scalarize
 from localframe.nn.init import unit_variance_init
 from localframe.nn.radial import ExpNormalBasis
-from localframe.nn.scatter import scatter_sum
+from localframe.nn.scatter import gather, scatter_sum
 
 
 class LEFTLayer(nn.Module):
@@ -84,13 +84,13 @@ class LEFTLayer(nn.Module):
         n, h = s.shape
         # 4. message passing
         filt = self.filter(phi) * edge_feat  # edge_feat carries the envelope u_ij
-        alpha, beta, gamma = (self.node(s)[j] * filt).split(h, dim=-1)
+        alpha, beta, gamma = (gather(self.node(s), j) * filt).split(h, dim=-1)
         s = s + scatter_sum(alpha, i, n)
         dv = unit.unsqueeze(-1) * gamma.unsqueeze(1)
         if v is None:  # first layer: v = 0, so v_j ⊙ β_ij vanishes
             v = scatter_sum(dv, i, n) / math.sqrt(3.0)
         else:
-            v = v + scatter_sum(v[j] * beta.unsqueeze(1) + dv, i, n) / math.sqrt(3.0)
+            v = v + scatter_sum(gather(v, j) * beta.unsqueeze(1) + dv, i, n) / math.sqrt(3.0)
         # 5. frame transition encoding
         U, V = self.uv(v).split(h, dim=-1)
         inputs = [s, safe_norm(U, dim=1)]
@@ -152,8 +152,8 @@ class LEFTNet(Representation):
 
     def substructure(self, S, frame, endpoint):
         """t^u (E, C): the LSE summary of endpoint u's neighbourhood in the edge frame (step 3)."""
-        P = scalarize(S[endpoint], frame, self.chiral)  # (E, 3, C)
-        return self.lse_g(P.transpose(1, 2)).squeeze(-1) + P[:, 0, :]
+        P = scalarize(gather(S, endpoint), frame, self.chiral)  # (E, 3, C)
+        return columnwise(self.lse_g, P).squeeze(-2) + P[:, 0, :]
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         i, j = edge_index
@@ -165,10 +165,10 @@ class LEFTNet(Representation):
         # 2. radial filter and embedding
         phi = self.radial(d)
         hij = u.unsqueeze(-1) * self.radial_mlp(phi)
-        s = self.embedding(numbers) + scatter_sum(hij * self.neighbour_embedding(numbers)[j], i, n)
+        s = self.embedding(numbers) + scatter_sum(hij * gather(self.neighbour_embedding(numbers), j), i, n)
         v = None  # v = 0 before the first layer
         # 3. local substructure encoding
-        w = hij * torch.nn.functional.silu(self.lse_in(s))[j]
+        w = hij * gather(torch.nn.functional.silu(self.lse_in(s)), j)
         S = scatter_sum(unit.unsqueeze(-1) * self.lse_mix(w).unsqueeze(1), i, n)  # W_S moved inside the sum (linear)
         t_i, t_j = self.substructure(S, edge_fr, i), self.substructure(S, edge_fr, j)
         edge_feat = u.unsqueeze(-1) * self.lse_out(torch.cat([t_j, t_i, hij, phi], dim=-1))

@@ -31,7 +31,7 @@ from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.radial import BesselBasis
-from localframe.nn.scatter import scatter_sum
+from localframe.nn.scatter import gather, scatter_sum
 
 NORM_EPS = 1e-8  # Å² scale of the smooth norm; keeps gradients finite for zero vectors
 
@@ -49,9 +49,9 @@ class Message(nn.Module):
 
     def forward(self, s, v, rbf, envelope, unit, edge_index):
         i, j = edge_index
-        x = self.scalar_net(s)[j] * self.filter(rbf) * envelope.unsqueeze(-1)
+        x = gather(self.scalar_net(s), j) * self.filter(rbf) * envelope.unsqueeze(-1)
         a, b, c = torch.split(x, self.channels, dim=-1)
-        dv = b.unsqueeze(1) * v[j] + c.unsqueeze(1) * unit.unsqueeze(-1)
+        dv = b.unsqueeze(1) * gather(v, j) + c.unsqueeze(1) * unit.unsqueeze(-1)
         return s + scatter_sum(a, i, s.shape[0]), v + scatter_sum(dv, i, s.shape[0])
 
 

@@ -32,7 +32,7 @@ from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.init import unit_variance_init
 from localframe.nn.radial import GaussianBasis
-from localframe.nn.scatter import scatter_sum
+from localframe.nn.scatter import gather, scatter_sum
 
 
 
@@ -53,7 +53,7 @@ class Interaction(nn.Module):
     def forward(self, h: torch.Tensor, rbf: torch.Tensor, envelope: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         i, j = edge_index
         w = self.filter_net(rbf) * envelope.unsqueeze(-1)
-        m = scatter_sum(w * self.lin_in(h)[j], i, h.shape[0])
+        m = scatter_sum(w * gather(self.lin_in(h), j), i, h.shape[0])
         return h + self.update(m)
 
 

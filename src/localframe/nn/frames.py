@@ -45,7 +45,7 @@ from __future__ import annotations
 import torch
 
 from localframe.errors import InputError
-from localframe.nn.scatter import scatter_sum
+from localframe.nn.scatter import gather, scatter_sum
 
 #: Length (Å) below which a direction is treated as undefined.
 FRAME_EPS = 1e-2
@@ -97,7 +97,7 @@ def local_centroids(
     """(m_i, p_i): the envelope-weighted neighbour centroid and the centroid of the neighbours' m_j."""
     centre, neighbour = edge_index
     m = neighbour_centroid(vectors, weights, centre, n_nodes)
-    p = neighbour_centroid(m[neighbour], weights, centre, n_nodes)
+    p = neighbour_centroid(gather(m, neighbour), weights, centre, n_nodes)
     return m, p
 
 
@@ -106,7 +106,7 @@ def edge_frame(
 ) -> torch.Tensor:
     """F_ij (E, 3, 3): e₁ along r_ij, e₂ ∝ r_ij × (m_i + m_j), e₃ = e₁ × e₂."""
     centre, neighbour = edge_index
-    return build_frame(vectors, centroid[centre] + centroid[neighbour], eps)
+    return build_frame(vectors, gather(centroid, centre) + gather(centroid, neighbour), eps)
 
 
 def node_frame(centroid: torch.Tensor, second: torch.Tensor, eps: float = FRAME_EPS) -> torch.Tensor:

@@ -1,8 +1,14 @@
-"""Scatter helpers on plain torch (no torch_scatter): sum and mean of rows grouped by an index."""
+"""Gather and scatter on plain torch (no torch_scatter): rows picked by an index, sum and mean of rows grouped by one."""
 
 from __future__ import annotations
 
 import torch
+
+
+def gather(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """src[index] along the first dimension. ``index_select`` rather than ``src[index]``: its gradient
+    is an ``index_add`` instead of an accumulating ``index_put``, several times faster on CPU."""
+    return src.index_select(0, index)
 
 
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
