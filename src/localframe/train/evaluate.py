@@ -99,9 +99,9 @@ def parity_plots(pairs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     return Path(path)
 
 
-def learning_curve(metrics_csv: str | Path, path: str | Path) -> Path | None:
+def learning_curve(metrics_csv: str | Path, path: str | Path, units: dict[str, str] | None = None) -> Path | None:
     """From ``metrics.csv``: the training loss and validation metric (normalised), and beside them the
-    validation MAE of each label in its own unit, against epoch, log scale."""
+    validation MAE of each label in its own unit (``units`` adds the data's own), against epoch, log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,7 +126,7 @@ def learning_curve(metrics_csv: str | Path, path: str | Path) -> Path | None:
     for ax, column in zip(axes[0][1:], mae_columns):
         label = column[len("val_"):-len("_mae")]
         ax.plot(*zip(*series(column)), marker="o", ms=3, color="C2")
-        unit = ERROR_UNITS.get(label, "")
+        unit = {**ERROR_UNITS, **(units or {})}.get(label, "")
         ax.set_title(f"validation {label} MAE" + (f" [{unit}]" if unit else ""))
     for ax in axes[0]:
         ax.set_yscale("log")

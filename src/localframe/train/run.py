@@ -167,7 +167,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         parity_plots(pairs, run / "parity.png", title=f"{cfg.model.name} on the test split", units=data.units)
     write_json(result, run / "test_metrics.json")
     if (run / "metrics.csv").exists():
-        learning_curve(run / "metrics.csv", run / "learning_curve.png")
+        learning_curve(run / "metrics.csv", run / "learning_curve.png", data.units)
     return {**result, "model_object": final}
 
 
