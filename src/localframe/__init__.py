@@ -3,10 +3,10 @@
 import os as _os
 
 # How long idle OpenMP threads spin before they sleep. libgomp's default (300,000 spins) collapses
-# when another process holds a core: 43 training steps instead of 115 in the same 1.2 minutes with two
-# runs on 2 cores, and 75x slower steps in the worst case seen. OMP_WAIT_POLICY=PASSIVE (no spinning)
-# avoids that but costs ~25% on an idle machine. A short spin of 300 measured as fast as PASSIVE when
-# cores are shared (122 vs 116 steps) and faster when idle (172 vs ~150 steps, 1.2-min LEFTNet runs).
+# when another process holds a core: with two LEFTNet runs on 2 cores, 43 training steps each in
+# 1.2 minutes against 122 with a spin of 300 (and 75x slower steps in the worst case seen).
+# OMP_WAIT_POLICY=PASSIVE (no spinning) avoids that as well (116 steps) but is slower on an idle
+# machine: ~150 steps against 172 with the spin of 300.
 # Set before torch loads its OpenMP runtime; a wait policy or spin count the user chose is kept.
 if "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ.setdefault("GOMP_SPINCOUNT", "300")

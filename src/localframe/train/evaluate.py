@@ -107,6 +107,7 @@ def learning_curve(metrics_csv: str | Path, path: str | Path, units: dict[str, s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    units = {**ERROR_UNITS, **(units or {})}
     with open(metrics_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
@@ -126,7 +127,7 @@ def learning_curve(metrics_csv: str | Path, path: str | Path, units: dict[str, s
     for ax, column in zip(axes[0][1:], mae_columns):
         label = column[len("val_"):-len("_mae")]
         ax.plot(*zip(*series(column)), marker="o", ms=3, color="C2")
-        unit = {**ERROR_UNITS, **(units or {})}.get(label, "")
+        unit = units.get(label, "")
         ax.set_title(f"validation {label} MAE" + (f" [{unit}]" if unit else ""))
     for ax in axes[0]:
         ax.set_yscale("log")
