@@ -36,6 +36,9 @@ class Representation(nn.Module):
     paper: ClassVar[str] = ""
     #: Whether the body returns equivariant per-atom vectors (used by the dipole head).
     has_vectors: ClassVar[bool] = False
+    #: Named hyperparameter sets, e.g. the paper's settings: ``{"qm9": {"hidden_channels": 256, ...}}``;
+    #: selected as ``"<model>-<key>"`` (see :func:`localframe.models.resolve_preset`).
+    presets: ClassVar[dict[str, dict]] = {}
 
     hidden_channels: int
     cutoff: float
