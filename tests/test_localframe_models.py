@@ -76,16 +76,23 @@ def random_vectors(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def test_frames_are_orthonormal_and_right_handed():
+def test_frames_are_orthogonal_right_handed_and_weighted_by_their_quality():
+    """Rows are exactly orthogonal, with lengths q(|a|), q(|e₁ × s|) and their product (q(l) = l/√(l² + ε²));
+    unit to 1e-3 where the levers are well above the frame length ε."""
     a, s = 2.0 * random_vectors(64, 0), 2.0 * random_vectors(64, 1)
     F = frames.build_frame(a, s)
-    well = torch.linalg.cross(a / a.norm(dim=-1, keepdim=True), s).norm(dim=-1) > 0.5
+    eps = frames.FRAME_EPS
+    q = lambda length: length / torch.sqrt(length**2 + eps**2)  # noqa: E731
+    q1 = q(a.norm(dim=-1))
+    q2 = q(torch.linalg.cross(F[:, 0], s).norm(dim=-1))
     gram = F @ F.transpose(-1, -2)
-    eye = torch.eye(3, dtype=torch.float64)
-    assert (gram - eye).abs().amax(dim=(-1, -2))[well].max() < 1e-3  # unit up to the ε regulariser
+    assert torch.allclose(torch.diagonal(gram, dim1=-2, dim2=-1), torch.stack([q1, q2, q1 * q2], -1).pow(2), atol=1e-12)
     off = gram - torch.diag_embed(torch.diagonal(gram, dim1=-2, dim2=-1))
     assert off.abs().max() < 1e-12  # exactly orthogonal
-    assert (torch.linalg.det(F)[well] > 0.99).all()
+    assert torch.allclose(torch.linalg.det(F), (q1 * q2).pow(2), atol=1e-12)  # right-handed
+    long = torch.tensor([[40.0, 0.0, 0.0]], dtype=torch.float64)
+    unit = frames.build_frame(long, torch.tensor([[0.0, 50 * eps, 1.0]], dtype=torch.float64))[0]
+    assert (unit @ unit.T - torch.eye(3, dtype=torch.float64)).abs().max() < 1e-3
 
 
 def test_degenerate_frames_vanish_with_finite_gradients():
@@ -105,7 +112,7 @@ def test_degenerate_frames_vanish_with_finite_gradients():
 
 @pytest.mark.parametrize("chiral", [True, False])
 def test_scalarize_tensorize_round_trip(chiral):
-    a, s = 2.0 * random_vectors(32, 3), 2.0 * random_vectors(32, 4)
+    a, s = 40.0 * random_vectors(32, 3), 40.0 * random_vectors(32, 4)  # levers ≫ ε: nearly unit frames
     v = torch.randn(32, 3, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     out = frames.tensorize(frames.scalarize(v, frames.build_frame(a, s), chiral), frames.build_frame(a, s), chiral)
     Q = torch.as_tensor(rotation(6, proper=chiral), dtype=torch.float64)  # E(3) mode: also improper
@@ -116,7 +123,7 @@ def test_scalarize_tensorize_round_trip(chiral):
     c, c_img = (frames.scalarize(w, frames.build_frame(x, y), chiral) for w, x, y in ((v, a, s), (Q @ v, a @ Q.T, s @ Q.T)))
     assert (c - c_img).abs().max() < 1e-12  # invariant coefficients
     F = frames.build_frame(a, s)
-    well = (a.norm(dim=-1) > 0.5) & (torch.linalg.cross(F[:, 0], s).norm(dim=-1) > 0.5)
+    well = (a.norm(dim=-1) > 50 * frames.FRAME_EPS) & (torch.linalg.cross(F[:, 0], s).norm(dim=-1) > 50 * frames.FRAME_EPS)
     error = (out - v)[well]
     if chiral:  # complete frame: the round trip reconstructs v (up to the ε regulariser)
         assert error.abs().max() < 1e-3 * v.abs().max()

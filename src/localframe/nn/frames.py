@@ -5,9 +5,21 @@ Every frame in localframe comes from this module. Inputs are the pair vectors r_
 vanishing derivatives at r_c), never absolute positions, so frames are translation invariant
 without pre-centring and consistent under periodic wrapping.
 
-Safe normalisation (finite value and gradient at u = 0; ε is a length in Å):
+Safe normalisation (finite value and gradient at u = 0):
 
-    n_ε(u) = u / √(|u|² + ε²)          → u/|u| for |u| ≫ ε,  → 0 smoothly as u → 0
+    n_ε(u) = u / √(|u|² + ε²) = q_ε(|u|) · u/|u|,    q_ε(l) = l / √(l² + ε²) ∈ [0, 1)
+
+q_ε is a smooth *frame-quality weight*: an axis defined by a geometric lever |u| ≫ ε is a unit
+vector, one defined by a lever below ε fades out smoothly, and a degenerate one (|u| = 0) is 0.
+For frame axes ε = FRAME_EPS = 0.3 Å, a physical length comparable to atomic displacements
+(thermal H motion at 300 K is ~0.1 Å). The scale matters: near planar, linear and
+centrosymmetric sites (benzene, CO₂) the missing axis grows as δ/ε with the displacement δ,
+so the energy has curvature ~1/ε there. With ε = 0.01 Å, moving one benzene hydrogen 1 mÅ out
+of the plane gave a spurious out-of-plane stiffness ~100× its value at 30–100 mÅ; with 0.3 Å
+the two agree within 2× (tests/test_conditioning.py).
+
+Feature vectors and coefficients (dimensionless, O(1) at initialisation) use VECTOR_EPS = 0.1
+for their smooth norms √(|v|² + ε²) and for the even map below.
 
 Neighbour centroid of atom i, relative to x_i (smooth when a neighbour crosses the cutoff,
 because each neighbour enters with weight u_ij → 0 and no count appears):
@@ -31,8 +43,8 @@ the coefficient of a polar vector on e₂ flips sign. Models choose:
 
 * SE(3) (``chiral=True``; models: ``symmetry="SE(3)"``): keep the sign — mirror images get different invariants.
 * E(3)  (``chiral=False``; models: ``symmetry="E(3)"``): replace that coefficient by the smooth even function
-  even(c) = √(c² + ε²) − ε (no kink at 0, unlike |c|), and let tensorize use e₁ and e₃ only,
-  so that its output stays a polar vector.
+  even(c) = √(c² + ε²) − ε (no kink at 0, unlike |c|; curvature 1/ε at 0, so ε = VECTOR_EPS,
+  not a tiny number), and let tensorize use e₁ and e₃ only, so that its output stays a polar vector.
 
 Scalarize (vectors → invariant coefficients) and tensorize (coefficients → equivariant vectors),
 per channel f of vector features V ∈ ℝ^{3×F}:
@@ -47,8 +59,10 @@ import torch
 from localframe.errors import InputError
 from localframe.nn.scatter import gather, scatter_sum
 
-#: Length (Å) below which a direction is treated as undefined.
-FRAME_EPS = 1e-2
+#: Length (Å) over which a frame axis switches on: the lever of an axis enters through q_ε(|u|).
+FRAME_EPS = 0.3
+#: Scale of smooth norms and of the even map for (dimensionless) feature vectors and coefficients.
+VECTOR_EPS = 0.1
 SYMMETRIES = ("E(3)", "SE(3)")
 
 
@@ -59,17 +73,17 @@ def check_symmetry(symmetry: str) -> str:
     return symmetry
 
 
-def safe_norm(u: torch.Tensor, eps: float = FRAME_EPS, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
+def safe_norm(u: torch.Tensor, eps: float = VECTOR_EPS, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
     """√(|u|² + ε²): an L2 norm with a finite gradient at u = 0."""
     return torch.sqrt(u.pow(2).sum(dim=dim, keepdim=keepdim) + eps * eps)
 
 
-def normalize(u: torch.Tensor, eps: float = FRAME_EPS) -> torch.Tensor:
+def normalize(u: torch.Tensor, eps: float = VECTOR_EPS) -> torch.Tensor:
     """n_ε(u) = u / √(|u|² + ε²) over the last dimension."""
     return u / safe_norm(u, eps, keepdim=True)
 
 
-def even(c: torch.Tensor, eps: float = FRAME_EPS) -> torch.Tensor:
+def even(c: torch.Tensor, eps: float = VECTOR_EPS) -> torch.Tensor:
     """Smooth parity-even replacement of a pseudoscalar: √(c² + ε²) − ε."""
     return torch.sqrt(c * c + eps * eps) - eps
 
@@ -114,7 +128,7 @@ def node_frame(centroid: torch.Tensor, second: torch.Tensor, eps: float = FRAME_
     return build_frame(centroid, second, eps)
 
 
-def scalarize(vectors: torch.Tensor, frame: torch.Tensor, chiral: bool, eps: float = FRAME_EPS) -> torch.Tensor:
+def scalarize(vectors: torch.Tensor, frame: torch.Tensor, chiral: bool, eps: float = VECTOR_EPS) -> torch.Tensor:
     """Coefficients c (…, 3, F) of vector features (…, 3, F) on the frame rows (…, 3, 3).
 
     ``chiral=False`` makes the pseudo-row (e₂) coefficient parity-even with :func:`even`.
@@ -133,6 +147,6 @@ def tensorize(coeff: torch.Tensor, frame: torch.Tensor, chiral: bool) -> torch.T
 
 
 __all__ = [
-    "FRAME_EPS", "SYMMETRIES", "build_frame", "check_symmetry", "edge_frame", "even", "local_centroids", "neighbour_centroid",
+    "FRAME_EPS", "SYMMETRIES", "VECTOR_EPS", "build_frame", "check_symmetry", "edge_frame", "even", "local_centroids", "neighbour_centroid",
     "node_frame", "normalize", "safe_norm", "scalarize", "tensorize",
 ]
