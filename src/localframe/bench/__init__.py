@@ -83,12 +83,12 @@ def model_names(options: Options) -> tuple[list[str], dict[str, dict[str, Any]]]
     from localframe import models
     from localframe.bench import peers
 
-    ours = models.available()
+    ours = [*models.available(), *models.presets()]
     requested = list(options.models) if options.models else (
-        list(QUICK_MODELS) if options.quick else [*ours, *peers.names()])
+        list(QUICK_MODELS) if options.quick else [*models.available(), *peers.names()])
     unknown = [n for n in requested if n not in ours and not peers.is_peer(n)]
     if unknown:
-        raise InputError(f"unknown model(s) {unknown}; localframe models: {', '.join(ours)}; peers: {', '.join(peers.names())}")
+        raise InputError(f"unknown model(s) {unknown}; localframe models and presets: {', '.join(ours)}; peers: {', '.join(peers.names())}")
     status = {name: peers.status(name) for name in peers.names()}
     for name in peers.names():
         if name not in requested and status[name]["available"]:

@@ -38,7 +38,8 @@ _BUILT: dict[str, torch.nn.Module] = {}
 
 def build(name: str, cutoff: float = 5.0, dtype: torch.dtype = torch.float32, seed: int = 0,
           targets: dict[str, str] | None = None, **hparams: Any):
-    """Any benchmarked model by name: a localframe model or a peer (see :mod:`.peers`).
+    """Any benchmarked model by name: a localframe model, a model preset (``"leftnet-lite"``, with the
+    benchmark's ``cutoff``), or a peer (see :mod:`.peers`).
 
     Models are initialised from ``seed``. A freshly built model is kept and later requests for the
     same arguments get a copy of it (DimeNet++ and MACE take seconds to construct)."""
@@ -47,6 +48,9 @@ def build(name: str, cutoff: float = 5.0, dtype: torch.dtype = torch.float32, se
         torch.manual_seed(seed)
         if peers.is_peer(name):
             model = peers.create(name, cutoff=cutoff, targets=targets, **hparams)
+        elif name in models.presets():
+            base, preset = models.resolve_preset(name)
+            model = models.create(base, targets=targets, **{**preset, "cutoff": cutoff, **hparams})
         else:
             model = models.create(name, cutoff=cutoff, targets=targets, **hparams)
         _BUILT[key] = model.to(dtype)
