@@ -63,3 +63,36 @@ def test_live_bar_on_a_terminal():
         for _ in range(5):
             bar.advance(T="300 K")
     assert "MD" in stream.getvalue() and "5/5" in stream.getvalue()
+
+
+def test_training_log_is_one_plain_line_per_epoch(tmp_path, capsys):
+    """Training with stderr not a terminal: no carriage returns, one line per epoch with the validation metric."""
+    import ase.io
+    import numpy as np
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+
+    from localframe.train import config as configuration
+    from localframe.train.run import train
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(20):
+        a = molecule("H2O")
+        a.positions += 0.05 * rng.normal(size=a.positions.shape)
+        a.calc = EMT()
+        a.info["energy"], a.arrays["forces"] = a.get_potential_energy(), a.get_forces()
+        a.calc = None
+        frames.append(a)
+    ase.io.write(tmp_path / "water.extxyz", frames)
+    cfg = configuration.validate({
+        "data": {"source": str(tmp_path / "water.extxyz"), "n_train": 12, "n_val": 4},
+        "model": {"name": "schnet", "cutoff": 3.0, "hparams": {"hidden_channels": 8, "num_layers": 1}},
+        "train": {"batch_size": 4, "max_epochs": 3, "threads": 1}, "run_dir": str(tmp_path / "run"),
+    })
+    train(cfg, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 3, err
+    assert lines[0].startswith("epoch 0: 3/3 batches in ") and "val " in lines[0] and "forces MAE" in lines[0]

@@ -23,19 +23,37 @@ from localframe.errors import InputError
 
 __all__ = ["AtomsBatch", "Calculator", "InputError", "__version__", "load_model"]
 
-# Imported on first use, so that ``import localframe`` stays light.
+# Imported on first use, so that ``import localframe`` stays light: these names, and every
+# subpackage and module (``localframe.models``, ``localframe.train``, ``localframe.md``, ...).
 _LAZY = {"Calculator": "localframe.calculator", "load_model": "localframe.io"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+def _lazy_package(name: str, names: dict[str, str] | None = None):
+    """``(__getattr__, __dir__)`` for package ``name``: its submodules, and ``names`` (attribute ->
+    module), are imported on first access."""
+    import importlib
+    import importlib.util
+    import pkgutil
+    import sys
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
+    names = names or {}
+
+    def getattr_(attribute: str):
+        package = sys.modules[name]
+        if attribute in names:
+            value = getattr(importlib.import_module(names[attribute]), attribute)
+        elif not attribute.startswith("_") and importlib.util.find_spec(f"{name}.{attribute}") is not None:
+            value = importlib.import_module(f"{name}.{attribute}")
+        else:
+            raise AttributeError(f"module {name!r} has no attribute {attribute!r}")
+        setattr(package, attribute, value)
         return value
-    raise AttributeError(f"module 'localframe' has no attribute {name!r}")
+
+    def dir_() -> list[str]:
+        package = sys.modules[name]
+        return sorted(set(vars(package)) | set(names) | {m.name for m in pkgutil.iter_modules(package.__path__)})
+
+    return getattr_, dir_
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_package(__name__, _LAZY)

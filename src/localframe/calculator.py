@@ -11,6 +11,9 @@ ASE Voigt order xx, yy, zz, yz, xz, xy; structures periodic in all three directi
 ``dipole`` (e·Å) with the atomic ``charges`` (e) (models with a dipole head, non-periodic
 structures only; the charges sum to ``atoms.info["charge"]`` when set, else to zero).
 
+A model file records the elements it was trained on; a structure with any other element raises
+:class:`~localframe.errors.InputError` naming them (``allow_unseen_elements=True`` evaluates it anyway).
+
 A committee of M models returns the mean of the members' energy, forces, stress and dipole, and
 the spread across members (population standard deviation, see :mod:`localframe.inference`):
 
@@ -50,18 +53,23 @@ COMMITTEE_PROPERTIES = ["energy_std", "forces_std", "stress_std", "energies"]
 
 
 class Calculator(_AseCalculator):
-    """``Calculator(model_or_paths, device="cpu", dtype="float32", skin=0.0, compile=False)``.
+    """``Calculator(model_or_paths, device="cpu", dtype="float32", skin=0.0, compile=False,
+    allow_unseen_elements=False)``.
 
-    ``model_or_paths``: a model, a model file, or a list of them (a committee).
+    ``model_or_paths``: a model, a model file, or a list of them (a committee). A structure with an
+    element the model was not trained on raises :class:`~localframe.errors.InputError` naming it,
+    unless ``allow_unseen_elements=True`` (model files without a record of their elements are not
+    checked).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "dipole", "charges"]
     _DIPOLE_PROPERTIES = ("dipole", "charges")
 
     def __init__(self, model_or_path, device: str | torch.device = "cpu", dtype: str = "float32",
-                 skin: float = 0.0, compile: bool = False, **kwargs):
+                 skin: float = 0.0, compile: bool = False, allow_unseen_elements: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.evaluator = Evaluator(model_or_path, device=device, dtype=dtype, skin=skin, compile=compile)
+        self.evaluator = Evaluator(model_or_path, device=device, dtype=dtype, skin=skin, compile=compile,
+                                   allow_unseen_elements=allow_unseen_elements)
         self.dtype, self.device = self.evaluator.dtype, self.evaluator.device
         self.models = self.evaluator.models
         self.model = self.models[0]
@@ -74,6 +82,15 @@ class Calculator(_AseCalculator):
     def committee(self) -> bool:
         """True for a committee of several models."""
         return self.evaluator.committee
+
+    @property
+    def elements(self) -> tuple[int, ...] | None:
+        """Atomic numbers every model was trained on; None when not recorded or unseen elements are allowed."""
+        return self.evaluator.elements
+
+    def check_elements(self, atoms: Atoms, source: str | None = None, index: int | None = None) -> None:
+        """Raise :class:`~localframe.errors.InputError` if ``atoms`` hold an element the models were not trained on."""
+        self.evaluator.check_elements(atoms.numbers, source, index)
 
     @property
     def neighbor_builds(self) -> int:

@@ -123,7 +123,8 @@ def _print_result(result: dict, run_dir: str) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from localframe.train.run import evaluate
 
-    result = evaluate(args.model, args.data, out=args.out, batch_size=args.batch_size, **_source_options(args))
+    result = evaluate(args.model, args.data, out=args.out, batch_size=args.batch_size,
+                      allow_unseen_elements=args.allow_unseen_elements, **_source_options(args))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -147,15 +148,25 @@ def _calculator(args: argparse.Namespace, skin: float = 0.0):
         import torch
 
         torch.set_num_threads(args.threads)
-    return Calculator(args.model, device=args.device, dtype=args.dtype, skin=skin, compile=args.compile)
+    return Calculator(args.model, device=args.device, dtype=args.dtype, skin=skin, compile=args.compile,
+                      allow_unseen_elements=args.allow_unseen_elements)
+
+
+def _structure_and_calculator(args: argparse.Namespace, skin: float = 0.0):
+    from localframe.md import read_structure
+
+    atoms = read_structure(args.structure, index=args.index)
+    calc = _calculator(args, skin)
+    calc.check_elements(atoms, source=args.structure if args.index == "-1" else f"{args.structure}[{args.index}]")
+    return atoms, calc
 
 
 def cmd_md(args: argparse.Namespace) -> int:
-    from localframe.md import read_structure, run_md
+    from localframe.md import run_md
 
-    atoms = read_structure(args.structure, index=args.index)
+    atoms, calc = _structure_and_calculator(args, args.skin)
     summary = run_md(
-        _calculator(args, args.skin), atoms, ensemble=args.ensemble, temperature=args.temperature,
+        calc, atoms, ensemble=args.ensemble, temperature=args.temperature,
         timestep=args.timestep, steps=args.steps, traj=args.traj, log=args.log, seed=args.seed,
         progress=not args.quiet, max_uncertainty=args.max_uncertainty, thermostat=args.thermostat,
         friction=args.friction, taut=args.taut, pressure=args.pressure, taup=args.taup, npt_cell=args.npt_cell,
@@ -170,11 +181,11 @@ def cmd_md(args: argparse.Namespace) -> int:
 
 
 def cmd_relax(args: argparse.Namespace) -> int:
-    from localframe.md import read_structure, relax
+    from localframe.md import relax
 
-    atoms = read_structure(args.structure, index=args.index)
+    atoms, calc = _structure_and_calculator(args)
     result = relax(
-        _calculator(args), atoms, fmax=args.fmax, optimizer=args.optimizer, steps=args.steps,
+        calc, atoms, fmax=args.fmax, optimizer=args.optimizer, steps=args.steps,
         cell=False if args.fix_cell else None, pressure=args.pressure, out=args.out, traj=args.traj,
         progress=not args.quiet,
     )
@@ -193,6 +204,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--allow-unseen-elements", action="store_true",
+                        help="run even if the structure has elements the model was not trained on")
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -294,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for metrics.json and parity.png")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--allow-unseen-elements", action="store_true",
+                   help="evaluate even structures with elements the model was not trained on")
     _add_source_options(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -53,7 +53,7 @@ from ase import Atoms
 from localframe.data.batch import MIN_DISTANCE, AtomsBatch
 from localframe.data.neighbors import neighbor_pairs
 from localframe.errors import InputError
-from localframe.io import DTYPES, load_model
+from localframe.io import DTYPES, check_elements, known_elements, load_model
 from localframe.models.atomistic import AtomisticModel
 
 __all__ = ["VerletNeighborList", "Evaluator", "load_models", "compile_model", "evaluate_many"]
@@ -181,8 +181,10 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 class Evaluator:
     """Energy, forces, stress (and dipole) of one model or a committee, with neighbour-list reuse.
 
-    ``Evaluator(models, device="cpu", dtype="float32", skin=0.0, compile=False)``; ``models`` as
-    for :func:`load_models`. :meth:`__call__` evaluates one ``ase.Atoms`` and returns float64
+    ``Evaluator(models, device="cpu", dtype="float32", skin=0.0, compile=False,
+    allow_unseen_elements=False)``; ``models`` as for :func:`load_models`. A structure with an
+    element that a model was not trained on (its file's ``metadata["elements"]``) raises
+    :class:`InputError`, unless ``allow_unseen_elements``. :meth:`__call__` evaluates one ``ase.Atoms`` and returns float64
     numpy arrays: ``energy`` (eV), ``forces`` (N, 3; eV/Å), ``stress`` (3, 3; eV/Å³) when asked,
     ``dipole`` (3; e·Å) and ``charges`` (N; e) when asked and every member has a dipole head, and
     for a committee ``energy_std``, ``forces_std`` (N,), ``stress_std`` (3, 3) and ``energies``
@@ -190,10 +192,12 @@ class Evaluator:
     """
 
     def __init__(self, models, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 skin: float = 0.0, compile: bool = False):
+                 skin: float = 0.0, compile: bool = False, allow_unseen_elements: bool = False):
         self.dtype = _torch_dtype(dtype)
         self.device = torch.device(device)
         self.models = load_models(models, self.device, self.dtype)
+        #: the elements every member was trained on (None: not recorded, or unseen elements allowed)
+        self.elements = None if allow_unseen_elements else known_elements(self.models)
         if compile:
             for model in self.models:
                 compile_model(model)
@@ -211,8 +215,13 @@ class Evaluator:
     def has_dipole(self) -> bool:
         return all(m.has_dipole for m in self.models)
 
+    def check_elements(self, numbers, source: str | None = None, index: int | None = None) -> None:
+        """Raise :class:`InputError` if ``numbers`` hold an element a member was not trained on."""
+        check_elements(self.elements, numbers, source, index)
+
     def batch(self, atoms: Atoms, charge: float | None = None) -> tuple[AtomsBatch, torch.Tensor]:
         """The one-structure batch of ``atoms`` with the current pairs, and the pair distances (Å)."""
+        self.check_elements(atoms.numbers)
         positions = np.asarray(atoms.positions, dtype=np.float64)
         if not np.isfinite(positions).all():
             k = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
@@ -300,6 +309,7 @@ def evaluate_many(
     dtype: str | torch.dtype = "float32",
     stress: bool | None = None,
     compile: bool = False,
+    allow_unseen_elements: bool = False,
 ) -> dict[str, object]:
     """Energies and forces of many structures, ``batch_size`` structures per forward pass.
 
@@ -307,14 +317,18 @@ def evaluate_many(
     ``energy`` (n,) in eV, ``forces`` a list of (N_k, 3) arrays in eV/Å, ``stress`` (n, 3, 3) in
     eV/Å³ when every structure is periodic in all directions (default) and, for a committee,
     ``energy_std`` (n,), ``forces_std`` (list of (N_k,)) and ``energies`` (n, M). Structures are
-    checked as in :meth:`AtomsBatch.from_atoms`.
+    checked as in :meth:`AtomsBatch.from_atoms`, and for elements the models were not trained on
+    (see :class:`Evaluator`).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    evaluator = models if isinstance(models, Evaluator) else Evaluator(models, device, dtype, compile=compile)
+    evaluator = models if isinstance(models, Evaluator) else Evaluator(
+        models, device, dtype, compile=compile, allow_unseen_elements=allow_unseen_elements)
     structures = [atoms_list] if isinstance(atoms_list, Atoms) else list(atoms_list)
     if not structures:
         raise InputError("no structures to evaluate")
+    for k, atoms in enumerate(structures):
+        evaluator.check_elements(atoms.numbers, index=k)
     if stress is None:
         stress = all(bool(a.pbc.all()) for a in structures)
     cutoff = max(evaluator.cutoffs)

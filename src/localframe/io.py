@@ -10,14 +10,20 @@ A model file (written with :func:`torch.save`) holds one dict::
 model file can never run code; the model is rebuilt through the registry from ``config`` and
 the weights are loaded strictly. ``metadata`` is a free dict of plain values (units, elements,
 normalisation, training details).
+
+``metadata["elements"]``, the sorted atomic numbers of the training structures (written by
+``localframe train``), is what the model knows: :func:`check_elements` refuses structures with
+other elements unless the caller opts in. Files without it (older ones, models saved by hand)
+are used without a check.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from localframe.errors import InputError, one_line
@@ -133,3 +139,39 @@ def _check_plain(value: Any, where: str) -> Any:
     elif not (value is None or isinstance(value, (bool, int, float, str)) or torch.is_tensor(value)):
         raise InputError(f"{where} holds a {type(value).__name__}; model files hold only plain values and tensors")
     return value
+
+
+# ---------------------------------------------------------------------------------- elements
+ALLOW_UNSEEN = "--allow-unseen-elements, or allow_unseen_elements=True in Python, runs it anyway"
+
+
+def trained_elements(model) -> tuple[int, ...] | None:
+    """The atomic numbers ``model`` was trained on (``metadata["elements"]``), or None when not recorded."""
+    elements = (getattr(model, "metadata", None) or {}).get("elements")
+    return tuple(sorted({int(z) for z in elements})) if elements else None
+
+
+def known_elements(models) -> tuple[int, ...] | None:
+    """The elements every one of ``models`` (a model or a committee) was trained on; None if none records them."""
+    known = None
+    for model in models if isinstance(models, (list, tuple)) else [models]:
+        elements = trained_elements(model)
+        if elements is not None:
+            known = set(elements) if known is None else known & set(elements)
+    return None if known is None else tuple(sorted(known))
+
+
+def check_elements(known: Sequence[int] | None, numbers, source: str | None = None, index: int | None = None) -> None:
+    """Raise :class:`InputError` naming the elements of ``numbers`` that are not in ``known`` (None: no check)."""
+    if known is None:
+        return
+    unseen = sorted(set(int(z) for z in np.unique(np.asarray(numbers))) - set(known))
+    if unseen:
+        raise InputError(f"has {_symbols(unseen)}, but the model was trained on {_symbols(known)} only; {ALLOW_UNSEEN}",
+                         source, index)
+
+
+def _symbols(numbers: Sequence[int]) -> str:
+    from ase.data import chemical_symbols
+
+    return ", ".join(chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}" for z in numbers)

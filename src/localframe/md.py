@@ -69,6 +69,7 @@ import numpy as np
 from ase import Atoms, units
 
 from localframe.errors import InputError, one_line
+from localframe.progress import progress as progress_bar
 
 __all__ = [
     "run_md", "relax", "MDStopped", "read_structure", "benchmark", "benchmark_neighbor_list", "benchmark_table",
@@ -172,7 +173,6 @@ def run_md(
     restart: bool = False,
     max_temperature: float | None = None,
     min_distance: float = MIN_DISTANCE,
-    console=None,
 ) -> dict:
     """Run ``steps`` MD steps of ``atoms`` with ``calculator``; returns a summary dict.
 
@@ -285,7 +285,6 @@ def run_md(
     with ExitStack() as stack:
         writer = stack.enter_context(_Output(traj, log, append=restart, ensemble=ensemble,
                                              committee="forces_std" in getattr(calculator, "implemented_properties", ())))
-        bar = stack.enter_context(_Progress(progress, steps, console))
         try:
             atoms.get_forces()
         except InputError as err:
@@ -295,6 +294,7 @@ def run_md(
         if not restart:
             state.frames += writer.write(atoms, first_step, timestep, observed)
         start = state.started = time.perf_counter()  # steps/s counts the steps, not the first evaluation
+        bar = stack.enter_context(progress_bar(steps, "MD", enabled=progress))
         for k in range(1, steps + 1):
             try:
                 dynamics.step()
@@ -308,7 +308,8 @@ def run_md(
             state.record(observed)
             if k % interval == 0 or k == steps:  # the last step too, so that a restart continues from it
                 state.frames += writer.write(atoms, first_step + k, timestep, observed)
-            bar.update(k, observed, time.perf_counter() - start)
+            if progress:
+                bar.update(k, **_md_fields(observed))
         state.wall = time.perf_counter() - start
     summary = summary_of()
     summary["stopped"] = None
@@ -504,43 +505,13 @@ class _Output:
         return 1
 
 
-class _Progress:
-    """A rich progress bar with steps/s, temperature and energies, refreshed a few times a second."""
-
-    REFRESH = 0.25  # s
-
-    def __init__(self, enabled: bool, total: int, console=None, description: str = "MD"):
-        self.enabled, self.total, self.console, self.description = enabled, total, console, description
-        self.progress = None
-        self.last = -1.0
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), console=self.console, transient=False,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task(self.description, total=self.total, info="")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def update(self, done: int, observed: dict, elapsed: float, text: str | None = None) -> None:
-        if self.progress is None or (elapsed - self.last < self.REFRESH and done != self.total):
-            return
-        self.last = elapsed
-        if text is None:
-            rate = done / elapsed if elapsed > 0 else 0.0
-            text = (f"{rate:7.1f} steps/s  T {observed['temperature']:6.0f} K  "
-                    f"Epot {observed['epot']:.4f} eV  Etot {observed['epot'] + observed['ekin']:.4f} eV")
-            if observed.get("spread") is not None:
-                text += f"  σF {observed['spread']:.3f} eV/Å"
-        self.progress.update(self.task, completed=done, info=text)
+def _md_fields(observed: dict) -> dict[str, str]:
+    """What the progress bar shows of an MD step."""
+    fields = {"T": f"{observed['temperature']:.0f} K", "Epot": f"{observed['epot']:.4f} eV",
+              "Etot": f"{observed['epot'] + observed['ekin']:.4f} eV"}
+    if observed.get("spread") is not None:
+        fields["σF"] = f"{observed['spread']:.3f} eV/Å"
+    return fields
 
 
 # ---------------------------------------------------------------------------------- relax
@@ -555,7 +526,6 @@ def relax(
     out: str | os.PathLike | None = None,
     traj: str | os.PathLike | None = None,
     progress: bool = True,
-    console=None,
 ) -> dict:
     """Minimise the energy until every force is below ``fmax`` (eV/Å), at most ``steps`` steps.
 
@@ -596,9 +566,8 @@ def relax(
         return float(np.sqrt((forces**2).sum(axis=1).max())) if len(forces) else 0.0
 
     with ExitStack() as stack:
-        bar = stack.enter_context(_Progress(progress, steps, console, description=f"relax ({optimizer.upper()})"))
+        bar = stack.enter_context(progress_bar(steps, f"relax ({optimizer.upper()})", enabled=progress))
         handle = stack.enter_context(open(traj, "w", encoding="utf-8")) if traj is not None else None
-        start = time.perf_counter()
         done, converged = 0, False
         for converged in opt.irun(fmax=fmax, steps=steps):
             energy = atoms.get_potential_energy()
@@ -609,8 +578,7 @@ def relax(
                 handle.flush()
             done = opt.nsteps
             if progress:
-                bar.update(done, {}, time.perf_counter() - start,
-                           text=f"E {energy:.5f} eV  fmax {current_fmax():.4f} eV/Å")
+                bar.update(done, E=f"{energy:.5f} eV", fmax=f"{current_fmax():.4f} eV/Å")
     final = _labelled(atoms, cell)
     if out is not None:
         import ase.io

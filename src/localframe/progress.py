@@ -54,6 +54,7 @@ class Progress:
         self.fields: dict[str, object] = {}
         self.started = self.last_line = self.last_refresh = self.clock()
         self._bar = self._task = None
+        self.closed = False
 
     # ------------------------------------------------------------------ counting
     def advance(self, n: float = 1, **fields) -> None:
@@ -68,7 +69,7 @@ class Progress:
             return
         now = self.clock()
         if self.live:
-            if now - self.last_refresh >= REFRESH or completed == self.total:
+            if self._bar is not None and (now - self.last_refresh >= REFRESH or completed == self.total):
                 self.last_refresh = now
                 self._bar.update(self._task, completed=completed, info=self._fields("  "))
         elif now - self.last_line >= self.interval:
@@ -106,10 +107,11 @@ class Progress:
         self.stream.write(text + "\n")
         self.stream.flush()
 
-    # ------------------------------------------------------------------ live bar
-    def _start(self) -> None:
-        if not (self.enabled and self.live):
-            return
+    # ------------------------------------------------------------------ start and end
+    def start(self) -> "Progress":
+        """Show the live bar (on a terminal); :func:`progress` calls it on entering the ``with`` block."""
+        if not (self.enabled and self.live) or self._bar is not None:
+            return self
         from rich.console import Console
         from rich.markup import escape
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
@@ -122,13 +124,17 @@ class Progress:
         )
         self._bar.start()
         self._task = self._bar.add_task(self.description, total=self.total, info=self._fields("  "))
+        return self
 
-    def _finish(self, stopped: bool) -> None:
-        if not self.enabled:
+    def close(self, stopped: bool = False) -> None:
+        """End the bar, or write the closing line (``stopped``: the loop was left by an exception)."""
+        if not self.enabled or self.closed:
             return
+        self.closed = True
         if self.live:
-            self._bar.update(self._task, completed=self.completed, info=self._fields("  "))
-            self._bar.stop()
+            if self._bar is not None:
+                self._bar.update(self._task, completed=self.completed, info=self._fields("  "))
+                self._bar.stop()
         else:
             self._write(self.line(end=True, stopped=stopped))
 
@@ -143,13 +149,13 @@ def progress(total: float | None, description: str, enabled: bool = True, interv
     error), ``live`` (default: whether the stream is a terminal), ``clock`` (default time.monotonic).
     """
     bar = Progress(total, description, enabled=enabled, interval=interval, **options)
-    bar._start()
+    bar.start()
     try:
         yield bar
     except BaseException:
-        bar._finish(stopped=True)
+        bar.close(stopped=True)
         raise
-    bar._finish(stopped=False)
+    bar.close()
 
 
 def _number(x: float) -> str:

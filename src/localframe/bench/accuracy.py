@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from localframe.bench import common, workloads
+from localframe.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def _errors(model, dataset, batch_size: int, labels, units: dict[str, str] | Non
     return metrics(pairs, units)
 
 
-def _budget_callback(task_module, budget_s: float, evaluate: Callable[[], dict], record: list):
+def _budget_callback(task_module, budget_s: float, evaluate: Callable[[], dict], record: list, bar=None):
     from lightning.pytorch.callbacks import Callback
 
     class Budget(Callback):
@@ -142,6 +143,8 @@ def _budget_callback(task_module, budget_s: float, evaluate: Callable[[], dict],
                 self.next_eval += budget_s / 10.0
             if task_module.elapsed >= budget_s:
                 trainer.should_stop = True
+            if bar is not None:
+                bar.update(trainer.global_step, trained=f"{task_module.elapsed / 60:.1f}/{budget_s / 60:g} min")
 
     return Budget()
 
@@ -171,7 +174,8 @@ def train_one(prepared: Prepared, name: str, seed: int, budget_minutes: float, d
                 **{k: v["mae"] for k, v in errors.items()}}
 
     record: list[dict] = []
-    budget = _budget_callback(task_module, 60.0 * budget_minutes, evaluate, record)
+    bar = Progress(None, f"accuracy {spec.name} {name} seed {seed}").start()
+    budget = _budget_callback(task_module, 60.0 * budget_minutes, evaluate, record, bar)
     L.seed_everything(seed, workers=True, verbose=False)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=tc.max_epochs, gradient_clip_val=tc.clip_grad, callbacks=[budget],
@@ -182,7 +186,13 @@ def train_one(prepared: Prepared, name: str, seed: int, budget_minutes: float, d
     wall = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lightning's notes on the disabled validation loop and the like
-        trainer.fit(task_module, loader(prepared.datasets["train"], tc.batch_size, shuffle=True, seed=seed))
+        try:
+            trainer.fit(task_module, loader(prepared.datasets["train"], tc.batch_size, shuffle=True, seed=seed))
+        except BaseException:
+            bar.close(stopped=True)
+            raise
+    bar.update(trainer.global_step)
+    bar.close()
     wall = time.perf_counter() - wall
     budget.check(trainer)  # the final weights
     task_module.eval_model.load_state_dict(budget.best[1])

@@ -21,15 +21,16 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from localframe import models
 from localframe.data import qm9, sources
 from localframe.errors import InputError
 from localframe.io import save_model
+from localframe.progress import Progress
 from localframe.train import config as configuration
 from localframe.train.data import GraphDataset, loader, make_splits, normalization
-from localframe.train.evaluate import learning_curve, metrics, parity_plots, predict, write_json
+from localframe.train.evaluate import ERROR_UNITS, learning_curve, metrics, parity_plots, predict, write_json
 from localframe.train.module import AtomicCheckpointIO, Task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -59,6 +60,48 @@ class MetricsCSV(Callback):
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+class EpochProgress(Callback):
+    """Progress of each epoch through :mod:`localframe.progress` (rank 0 only): batches done and the
+    training loss; the epoch's last line adds the validation metric and MAEs. On a terminal a live
+    bar per epoch, elsewhere one line per epoch (and one every ``interval`` seconds in long epochs)."""
+
+    def __init__(self, labels, units: dict[str, str], interval: float = 30.0):
+        self.labels, self.units, self.interval = list(labels), {**ERROR_UNITS, **units}, interval
+        self.bar: Progress | None = None
+
+    def on_train_epoch_start(self, trainer, task):
+        if trainer.global_rank == 0:
+            total = trainer.num_training_batches
+            self.bar = Progress(None if total == float("inf") else total, f"epoch {trainer.current_epoch}",
+                                interval=self.interval, unit="batches").start()
+
+    def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx):
+        if self.bar is not None:
+            self.bar.update(batch_idx + 1, loss=_float(trainer.callback_metrics.get("train_loss_step")))
+
+    def on_train_epoch_end(self, trainer, task):
+        if self.bar is None:
+            return
+        m = trainer.callback_metrics
+        minutes = f"{task.elapsed / 60:.1f}" + (f"/{task.cfg.max_time:g}" if task.cfg.max_time else "") + " min"
+        fields = {"loss": _float(m.get("train_loss_epoch")), "val": _float(m.get("val_metric")), "trained": minutes}
+        for key in self.labels:
+            if m.get(f"val_{key}_mae") is not None:
+                fields[f"{key} MAE"] = f"{float(m[f'val_{key}_mae']):.4g} {self.units.get(key, '')}".strip()
+        self.bar.update(self.bar.completed, **{k: v for k, v in fields.items() if v is not None})
+        self.bar.close()
+        self.bar = None
+
+    def on_exception(self, trainer, task, exception):
+        if self.bar is not None:
+            self.bar.close(stopped=True)
+            self.bar = None
+
+
+def _float(t) -> float | None:
+    return None if t is None else float(t)
 
 
 def _value(t) -> str:
@@ -117,21 +160,22 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     norm.apply(model)
     task = Task(model, tc, data.labels, norm.energy_scale, norm.target_scales)
 
+    learned = [k for k in data.labels if k in ("energy", "forces", "stress", "dipole") or k in targets]
     callbacks = [
         ModelCheckpoint(dirpath=run / "checkpoints", filename="last", train_time_interval=timedelta(minutes=tc.checkpoint_minutes),
                         save_top_k=1, enable_version_counter=False),
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_metric", mode="min", save_top_k=1,
                         enable_version_counter=False),
-        MetricsCSV(run / "metrics.csv", [k for k in data.labels if k in ("energy", "forces", "stress", "dipole") or k in targets]),
+        MetricsCSV(run / "metrics.csv", learned),
     ]
     if progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(datasets["train"]) // tc.batch_size // 20)))
+        callbacks.append(EpochProgress(learned, data.units))
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=STRATEGIES.get(cfg.trainer.strategy, cfg.trainer.strategy), precision="64-true" if dtype == torch.float64 else "32-true",
         max_epochs=tc.max_epochs, max_time=timedelta(minutes=tc.max_time) if tc.max_time else None,
         gradient_clip_val=tc.clip_grad, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-        logger=False, enable_progress_bar=progress, enable_model_summary=False, default_root_dir=run,
+        logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=run,
         inference_mode=False, num_sanity_val_steps=0,
     )
     start = time.perf_counter()
@@ -172,12 +216,18 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
 
 
 def evaluate(model_path: str | Path, source: str, out: str | Path | None = None, batch_size: int = 64,
-             **options) -> dict:
-    """MAE and RMSE per label of a model file on any data source; JSON and a parity plot in ``out``."""
-    from localframe.io import load_model
+             allow_unseen_elements: bool = False, **options) -> dict:
+    """MAE and RMSE per label of a model file on any data source; JSON and a parity plot in ``out``.
+
+    A structure with an element the model was not trained on stops it with :class:`InputError`
+    unless ``allow_unseen_elements``."""
+    from localframe.io import check_elements, load_model, trained_elements
 
     model = load_model(model_path)
     data = sources.load(source, **options)
+    known = None if allow_unseen_elements else trained_elements(model)
+    for k, atoms in enumerate(data.atoms):
+        check_elements(known, atoms.numbers, data.source, k)
     graphs = GraphDataset(data, np.arange(len(data)), model.cutoff, next(model.parameters()).dtype)
     pairs = predict(model, loader(graphs, batch_size, shuffle=False), data.labels)
     if not pairs:
