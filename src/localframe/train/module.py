@@ -29,6 +29,7 @@ from localframe.data.batch import AtomsBatch
 from localframe.files import atomic_open
 from localframe.models import AtomisticModel
 from localframe.train.config import LossWeights, TrainConfig
+from localframe.train.rundir import writing
 
 LOSSES = {
     "mse": lambda x: x.pow(2).mean(),
@@ -38,12 +39,18 @@ LOSSES = {
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file and renamed, so a kill never leaves half a file."""
+    """Checkpoints written to a temporary file and renamed, so a kill never leaves half a file; a
+    failed write (disk full, no permission) is a one-line :class:`InputError` naming the kept one."""
+
+    def __init__(self, run: str | os.PathLike | None = None):
+        super().__init__()
+        self.run = run
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        with atomic_open(path) as handle:
-            torch.save(checkpoint, handle)
+        with writing(path, self.run):
+            os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+            with atomic_open(path) as handle:
+                torch.save(checkpoint, handle)
 
 
 class Task(L.LightningModule):

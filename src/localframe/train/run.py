@@ -32,6 +32,7 @@ from localframe.train import config as configuration
 from localframe.train.data import GraphDataset, loader, make_splits, normalization
 from localframe.train.evaluate import ERROR_UNITS, learning_curve, metrics, parity_plots, predict, write_json
 from localframe.train.module import AtomicCheckpointIO, Task
+from localframe.train.rundir import writing
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Some models hold parameters that never reach the energy (a last vector update, an unused head):
@@ -43,8 +44,8 @@ class MetricsCSV(Callback):
     """Appends one row per epoch to RUN_DIR/metrics.csv (rank 0 only): time, learning rate, training
     loss, validation metric and the validation MAE of every learned label in its own unit."""
 
-    def __init__(self, path: Path, labels):
-        self.path = path
+    def __init__(self, path: Path, labels, run: Path | None = None):
+        self.path, self.run = path, run
         self.columns = ["epoch", "step", "time_s", "lr", "train_loss", "val_metric", *(f"val_{k}_mae" for k in labels)]
 
     def on_train_epoch_end(self, trainer, task):
@@ -55,7 +56,7 @@ class MetricsCSV(Callback):
                "lr": f"{trainer.optimizers[0].param_groups[0]['lr']:.3e}", "train_loss": _value(m.get("train_loss_epoch"))}
         row.update({key: _value(m.get(key)) for key in self.columns[5:]})
         new = not self.path.exists()
-        with open(self.path, "a", newline="") as handle:
+        with writing(self.path, self.run), open(self.path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.columns)
             if new:
                 writer.writeheader()
@@ -132,8 +133,9 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     if not resume and last.exists():
         raise InputError("already holds a run; resume it with --resume or choose another run_dir", str(run))
     _quiet_lightning()
-    run.mkdir(parents=True, exist_ok=True)
-    configuration.dump(cfg, run / "config.yaml")
+    with writing(run / "config.yaml", run):
+        run.mkdir(parents=True, exist_ok=True)
+        configuration.dump(cfg, run / "config.yaml")
     tc = cfg.train
     L.seed_everything(tc.seed, workers=True, verbose=False)
     if tc.threads:
@@ -166,7 +168,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
                         save_top_k=1, enable_version_counter=False),
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_metric", mode="min", save_top_k=1,
                         enable_version_counter=False),
-        MetricsCSV(run / "metrics.csv", learned),
+        MetricsCSV(run / "metrics.csv", learned, run),
     ]
     if progress:
         callbacks.append(EpochProgress(learned, data.units))
@@ -174,7 +176,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=STRATEGIES.get(cfg.trainer.strategy, cfg.trainer.strategy), precision="64-true" if dtype == torch.float64 else "32-true",
         max_epochs=tc.max_epochs, max_time=timedelta(minutes=tc.max_time) if tc.max_time else None,
-        gradient_clip_val=tc.clip_grad, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        gradient_clip_val=tc.clip_grad, callbacks=callbacks, plugins=[AtomicCheckpointIO(run)],
         logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=run,
         inference_mode=False, num_sanity_val_steps=0,
     )
@@ -198,7 +200,8 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         "elements": elements, "normalization": norm.to_dict(), "labels": list(data.labels),
         "data": cfg.data.source, "model": cfg.model.name, "train_seconds": round(task.elapsed, 1),
     }
-    save_model(final, run / "model.pt")
+    with writing(run / "model.pt", run):
+        save_model(final, run / "model.pt")
     result = {"wall_seconds": round(time.perf_counter() - start, 1), "train_seconds": round(task.elapsed, 1),
               "epochs": trainer.current_epoch, "steps": trainer.global_step, "model": cfg.model.name,
               "world_size": trainer.world_size}
@@ -208,10 +211,13 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         pairs = predict(final, loader(datasets["test"], tc.eval_batch_size, shuffle=False), data.labels)
         result["test"] = metrics(pairs, data.units)
         result["n_test"] = len(datasets["test"])
-        parity_plots(pairs, run / "parity.png", title=f"{cfg.model.name} on the test split", units=data.units)
-    write_json(result, run / "test_metrics.json")
+        with writing(run / "parity.png", run):
+            parity_plots(pairs, run / "parity.png", title=f"{cfg.model.name} on the test split", units=data.units)
+    with writing(run / "test_metrics.json", run):
+        write_json(result, run / "test_metrics.json")
     if (run / "metrics.csv").exists():
-        learning_curve(run / "metrics.csv", run / "learning_curve.png", data.units)
+        with writing(run / "learning_curve.png", run):
+            learning_curve(run / "metrics.csv", run / "learning_curve.png", data.units)
     return {**result, "model_object": final}
 
 
@@ -235,7 +241,10 @@ def evaluate(model_path: str | Path, source: str, out: str | Path | None = None,
     result = {"model": str(model_path), "data": str(source), "structures": len(data), "metrics": metrics(pairs, data.units)}
     if out:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(result, out / "metrics.json")
-        parity_plots(pairs, out / "parity.png", title=f"{Path(model_path).name} on {Path(source).name}", units=data.units)
+        with writing(out / "metrics.json"):
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(result, out / "metrics.json")
+        with writing(out / "parity.png"):
+            parity_plots(pairs, out / "parity.png", title=f"{Path(model_path).name} on {Path(source).name}",
+                         units=data.units)
     return result
