@@ -85,6 +85,12 @@ def test_unit_factors():
     assert units.factor("kcal/mol/Å", "forces") == pytest.approx(kcal / mol)
     assert units.factor("eV/Å^3", "stress") == 1.0
     assert units.factor("nm", "length") == 10.0
+    # sGDML archives may state atomic units as 'au', and Å as 'Ang'
+    assert units.factor("au", "energy") == pytest.approx(Hartree) and units.factor("au", "length") == pytest.approx(0.529177210903)
+    assert units.factor("au/au", "forces") == pytest.approx(units.factor("Hartree/bohr", "forces"))
+    assert units.same("Ang", "Å", "length") and units.same("Ha", "hartree", "energy")
+    assert not units.same("kcal/mol", "kJ/mol", "energy")
+    assert units.per_length("kcal/mol", "Ang") == "kcal/mol/Ang"
 
 
 def test_extxyz_with_custom_keys_and_units(tmp_path):
@@ -134,7 +140,8 @@ def test_length_unit_conversion(tmp_path):
     assert data.atoms[0].get_distance(0, 1) == pytest.approx(1.4 * 0.529177, rel=1e-5)
 
 
-def test_md17_npz(tmp_path):
+def test_md17_npz_with_units_given_by_the_user(tmp_path):
+    """An archive that states no units is read in the units the caller gives (see test_archives.py)."""
     rng = np.random.default_rng(1)
     base = np.array([[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
     R = base + 0.01 * rng.normal(size=(5, 3, 3))

@@ -39,10 +39,12 @@ def _source_options(args: argparse.Namespace) -> dict:
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("labels and units of a file source")
     group.add_argument("--key", action="append", metavar="LABEL=KEY",
-                       help="file key holding a label, e.g. energy=REF_energy forces=REF_forces (repeatable)")
+                       help="file key holding a label, e.g. energy=REF_energy forces=REF_forces virial=REF_virial "
+                            "(repeatable; default: the label's own key, else the one common key found, e.g. REF_energy)")
     group.add_argument("--unit", action="append", metavar="LABEL=UNIT",
                        help="unit of a label or of lengths in the file, e.g. energy=kcal/mol forces=kcal/mol/Å "
-                            "length=bohr (repeatable; default eV and Å)")
+                            "length=bohr (repeatable; default: units stored in the file or documented for its "
+                            "layout, eV and Å for ASE files; an .npz that states none needs it)")
     group.add_argument("--extra", action="append", metavar="NAME=KEY",
                        help="an extra per-structure scalar label to carry, unconverted (repeatable)")
     group.add_argument("--format", help="ASE file format, when the extension does not tell")

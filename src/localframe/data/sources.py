@@ -1,11 +1,15 @@
 """One entry point for every data source: ``load(spec)``.
 
-``spec`` is ``"qm9"`` (offline QM9 from qm9pack), a path to an ``.npz`` archive (MD17 style), or a
-path to any file ASE can read. The dispatch is a table from the kind of source to its reader.
+``spec`` is ``"qm9"`` (offline QM9 from qm9pack), a path to an ``.npz`` archive (sGDML/MD17 or
+rMD17 layout), or a path to any file ASE can read (also any path given with a ``format``). The
+dispatch is a table from the kind of source to its reader; an option the reader does not take
+(``keys`` for QM9, ``extra`` for an archive, …) is an error, never silently ignored.
 """
 
 from __future__ import annotations
 
+import inspect
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,8 +19,11 @@ from localframe.data import qm9, readers
 from localframe.data.readers import StructureSet
 from localframe.errors import InputError
 
+# The command-line flag of each file option, for messages.
+FLAGS = {"keys": "--key", "units": "--unit", "extra": "--extra", "format": "--format"}
 
-def _load_qm9(spec: str, targets=None, n_train: int | None = None, n_val: int | None = None, seed: int = qm9.SPLIT_SEED, **_) -> StructureSet:
+
+def _load_qm9(spec: str, targets=None, n_train: int | None = None, n_val: int | None = None, seed: int = qm9.SPLIT_SEED) -> StructureSet:
     data = qm9.load()
     parts = qm9.split(n_train=n_train, n_val=n_val, seed=seed)
     unknown = [t for t in (targets or ()) if t not in qm9.TARGETS]
@@ -30,28 +37,52 @@ def _load_qm9(spec: str, targets=None, n_train: int | None = None, n_val: int | 
     return StructureSet(atoms, labels, {t: qm9.UNITS[t] for t in labels}, "qm9", splits)
 
 
-def _load_npz(spec: str, units: dict | None = None, **_) -> StructureSet:
-    units = units or {}
-    return readers.read_npz(
-        spec, energy_unit=units.get("energy", "eV"), length_unit=units.get("length", "Å"), force_unit=units.get("forces"),
-    )
+def _load_npz(spec: str, keys: dict | None = None, units: dict | None = None) -> StructureSet:
+    return readers.read_npz(spec, keys=keys, units_in=units)
 
 
-def _load_ase(spec: str, keys: dict | None = None, units: dict | None = None, extra: dict | None = None, format: str | None = None, **_) -> StructureSet:
+def _load_ase(spec: str, keys: dict | None = None, units: dict | None = None, extra: dict | None = None, format: str | None = None) -> StructureSet:
     return readers.read_ase(spec, keys=keys, units_in=units, extra=extra, format=format)
 
 
-def _kind(spec: str) -> str:
+LOADERS: dict[str, Callable[..., StructureSet]] = {"qm9": _load_qm9, "npz": _load_npz, "ase": _load_ase}
+KIND_NAMES = {"qm9": "QM9 (its labels are its targets, in fixed units)", "npz": "an .npz archive", "ase": "an ASE file"}
+
+
+def _kind(spec: str, format: str | None) -> str:
     if spec.lower() == "qm9":
         return "qm9"
-    return "npz" if Path(spec).suffix.lower() == ".npz" else "ase"
+    return "npz" if Path(spec).suffix.lower() == ".npz" and not format else "ase"
 
 
-LOADERS: dict[str, Callable[..., StructureSet]] = {"qm9": _load_qm9, "npz": _load_npz, "ase": _load_ase}
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, (dict, list, tuple, str)) and len(value) == 0)
 
 
-def load(spec: str | Path, **options: Any) -> StructureSet:
-    """Load a data source. Options: ``keys``, ``units``, ``extra``, ``format`` (files);
-    ``targets``, ``n_train``, ``n_val``, ``seed`` (QM9)."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load(spec: str | Path, notify: Callable[[str], None] | None = _stderr, **options: Any) -> StructureSet:
+    """Load a data source. Options: ``keys``, ``units``, ``extra``, ``format`` (files; ``extra`` and
+    ``format`` for ASE files only); ``targets``, ``n_train``, ``n_val``, ``seed`` (QM9). Options left
+    empty (``None``, ``{}``) are ignored; one the source does not take raises :class:`InputError`.
+
+    What the reader decided on its own (a discovered label key, units stored in the file or
+    documented for its layout) is in the result's ``notes`` and passed, one line each prefixed
+    with the source, to ``notify`` (default: stderr; ``None``: silent).
+    """
     spec = str(spec)
-    return LOADERS[_kind(spec)](spec, **options)
+    options = {name: value for name, value in options.items() if _given(value)}
+    kind = _kind(spec, options.get("format"))
+    loader = LOADERS[kind]
+    accepted = list(inspect.signature(loader).parameters)[1:]
+    wrong = [name for name in options if name not in accepted]
+    if wrong:
+        named = ", ".join(f"{FLAGS[name]} ({name}=)" if name in FLAGS else repr(name) for name in wrong)
+        raise InputError(f"{named} does not apply to {KIND_NAMES[kind]}; it takes {', '.join(accepted)}", spec)
+    data = loader(spec, **options)
+    if notify is not None:
+        for note in data.notes:
+            notify(f"{data.source}: {note}")
+    return data

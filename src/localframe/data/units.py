@@ -7,6 +7,8 @@ Internally everything is eV and Å: energies in eV, lengths in Å, forces in eV/
 
 from __future__ import annotations
 
+import math
+
 from ase import units as _u
 
 from localframe.errors import InputError
@@ -16,12 +18,15 @@ ENERGY = {
     "mev": 1e-3,
     "hartree": _u.Hartree,
     "ha": _u.Hartree,
+    "eh": _u.Hartree,
+    "au": _u.Hartree,  # atomic unit of energy, as sGDML archives may state it
     "kcal/mol": _u.kcal / _u.mol,
     "kj/mol": _u.kJ / _u.mol,
     "ry": _u.Ry,
     "rydberg": _u.Ry,
 }
-LENGTH = {"å": 1.0, "a": 1.0, "ang": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "bohr": _u.Bohr}
+LENGTH = {"å": 1.0, "a": 1.0, "ang": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "bohr": _u.Bohr,
+          "au": _u.Bohr}  # atomic unit of length, as sGDML archives may state it
 DIPOLE = {"e*å": 1.0, "eå": 1.0, "e*a": 1.0, "e*ang": 1.0, "debye": _u.Debye, "d": _u.Debye,
           "e*bohr": _u.Bohr, "au": _u.Bohr}
 
@@ -67,3 +72,13 @@ def factor(unit: str | None, kind: str) -> float:
         raise InputError(f"{kind} unit {unit!r} must look like 'eV/Å{'^3' if power == 3 else ''}'")
     energy, length = body.rsplit("/", 1)
     return _lookup(ENERGY, energy, "energy") / _lookup(LENGTH, length, "length") ** power
+
+
+def same(first: str, second: str, kind: str) -> bool:
+    """Whether two unit names of ``kind`` mean the same unit (``"Ang"`` and ``"Å"``, ``"Ha"`` and ``"Hartree"``)."""
+    return math.isclose(factor(first, kind), factor(second, kind), rel_tol=1e-9)
+
+
+def per_length(energy: str, length: str) -> str:
+    """The force unit that an energy unit and a length unit imply, e.g. ``"kcal/mol/Å"``."""
+    return f"{energy}/{length}"
