@@ -189,6 +189,7 @@ def test_sample_writes_labelled_frames(tmp_path):
     assert len(frames) == 20
     back = read_frames(out)
     assert len(back) == 20
+    assert not xtb.partial_path(out).exists()  # renamed to out at the end
     for a, b in zip(frames, back):
         assert a.calc is None
         assert a.get_chemical_formula() == "C2H6O"
@@ -249,7 +250,13 @@ def test_sample_blow_up_is_reported(tmp_path):
     with pytest.raises(InputError) as err:
         sample("CCO", out, timestep=10.0, frames=5, interval=5, equilibration=0.0, progress=False)
     assert "blew up" in str(err.value) and "\n" not in str(err.value)
-    assert not out.exists()
+    assert not out.exists() and not xtb.partial_path(out).exists()
+    # frames computed before a blow-up are kept in the partial file, and the message says where
+    with pytest.raises(InputError) as err:
+        sample("CCO", out, temperature=1500.0, timestep=3.0, frames=200, interval=2, equilibration=0.0,
+               progress=False)
+    assert str(err.value).endswith(f"; 2 frames kept in {xtb.partial_path(out)}")
+    assert not out.exists() and len(read_frames(xtb.partial_path(out))) == 2
 
 
 def test_md_guard_catches_close_atoms_and_overheating():

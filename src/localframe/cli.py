@@ -65,8 +65,9 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_label(args: argparse.Namespace) -> int:
     from localframe.reference import label_file
 
-    label_file(args.input, args.output, progress=not args.quiet)
-    print(f"wrote {args.output}")
+    labelled = label_file(args.input, args.output, progress=not args.quiet, workers=args.workers,
+                          client=args.scheduler)
+    print(f"wrote {len(labelled)} structures to {args.output}")
     return 0
 
 
@@ -281,13 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("label", help="add GFN2-xTB energies, forces (and stress for periodic cells) to every structure")
     p.add_argument("input", help="any ASE-readable file")
-    p.add_argument("output", help="extxyz file to write")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("output", help="extxyz file to write; a rerun continues a killed run's output")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes on this machine (default 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="label on a Dask cluster, e.g. tcp://host:8786")
+    p.add_argument("--quiet", action="store_true", help="no progress")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("sample", help="GFN2-xTB Langevin MD from a SMILES or a structure file -> MD17-style extxyz")
     p.add_argument("input", metavar="SMILES_OR_FILE")
-    p.add_argument("output", help="extxyz file to write")
+    p.add_argument("output", help="extxyz file to write (frames appear in OUTPUT's .partial file while it runs)")
     p.add_argument("--temperature", type=float, default=500.0, help="K (default 500)")
     p.add_argument("--frames", type=int, default=200, help="frames to write (default 200)")
     p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")

@@ -4,10 +4,11 @@ Three entry points:
 
 * :func:`label` computes energy (eV), forces (eV/Å) and, for structures periodic in all three
   directions, stress (eV/Å³) for a list of ``ase.Atoms``;
-* :func:`label_file` does the same for a structure file and writes an extended-XYZ file;
+* :func:`localframe.reference.labelling.label_file` does the same for a structure file, writing
+  an extended-XYZ file as it goes (resumable, in parallel processes or on a Dask cluster);
 * :func:`sample` runs Langevin molecular dynamics with GFN2-xTB from a SMILES string or a
   structure file and writes the visited frames with their energies and forces (an MD17-style
-  data set).
+  data set), each frame as soon as it is computed.
 
 Labels live in ``atoms.info["energy"]``, ``atoms.arrays["forces"]`` and ``atoms.info["stress"]``
 (3x3, ASE sign convention: ``stress = (1/V) dE/dstrain``). Returned structures carry no calculator.
@@ -25,9 +26,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import sys
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -35,9 +35,10 @@ import numpy as np  # noqa: E402
 from ase import Atoms, units  # noqa: E402
 
 from localframe.errors import InputError, one_line  # noqa: E402
-from localframe.files import atomic_open  # noqa: E402
+from localframe.progress import progress as progress_bar  # noqa: E402
+from localframe.reference.frames import FrameAppender, frame_text  # noqa: E402
 
-__all__ = ["label", "label_file", "sample", "METHODS", "embed_smiles", "tblite_calculator_class", "tblite_threads"]
+__all__ = ["label", "sample", "METHODS", "embed_smiles", "tblite_calculator_class", "tblite_threads"]
 
 METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
 MD_MIN_DISTANCE = 0.5  # Å; closer atoms during MD mean the simulation has blown up
@@ -62,50 +63,18 @@ def label(
     all three directions, ``info["stress"]`` (3, 3, eV/Å³, ASE sign convention); no calculator is
     attached. The total charge (e) is ``charge`` if given, else ``atoms.info["charge"]`` (default
     0); ``atoms.info["multiplicity"]``, when present, sets the spin multiplicity. A failed
-    calculation raises :class:`InputError` naming ``source`` and the structure index.
+    calculation raises :class:`InputError` naming ``source`` and the structure index. The total
+    charge given as ``charge`` is recorded in ``info["charge"]``.
     """
     structures = [atoms_list] if isinstance(atoms_list, Atoms) else list(atoms_list)
     _check_method(method)
     TBLite = tblite_calculator_class()
     out = []
-    with tblite_threads(), _progress_bar(progress) as bar:
-        task = bar.add_task("GFN2-xTB labels" if method == "GFN2-xTB" else f"{method} labels",
-                            total=len(structures))
+    with tblite_threads(), progress_bar(len(structures), f"{method} labels", progress, unit="structures") as bar:
         for index, atoms in enumerate(structures):
             out.append(_label_one(atoms, TBLite, method, charge, accuracy, source, index))
-            bar.advance(task)
+            bar.advance()
     return out
-
-
-def label_file(
-    in_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    *,
-    progress: bool = True,
-    method: str = "GFN2-xTB",
-    charge: int | None = None,
-    format: str | None = None,
-) -> list[Atoms]:
-    """Label every structure of a file with xTB and write them to an extended-XYZ file.
-
-    ``in_path`` is any file ``ase.io.read`` understands (``format`` overrides the guess from the
-    extension). Structures are checked first (unknown elements, NaN coordinates, atoms closer
-    than 0.1 Å raise :class:`InputError` naming the file and structure). The output stores
-    ``energy`` (eV), ``forces`` (eV/Å) and, for 3D-periodic structures, ``stress`` (eV/Å³), and is
-    written atomically (a temporary file in the same directory, then renamed). Returns the
-    labelled structures.
-    """
-    from localframe.data.batch import AtomsBatch
-
-    _check_method(method)
-    out_path = _check_output(out_path)
-    source = str(in_path)
-    structures = _read_structures(in_path, ":", format)
-    for k, atoms in enumerate(structures):
-        AtomsBatch.from_atoms(atoms, cutoff=1.0, source=source, first_index=k)
-    labelled = label(structures, method=method, charge=charge, progress=progress, source=source)
-    _write_extxyz(labelled, out_path)
-    return labelled
 
 
 def sample(
@@ -132,10 +101,13 @@ def sample(
     ``friction`` (1/fs) and the time step ``timestep`` (fs); the centre of mass is held fixed.
     The first ``equilibration`` fs are discarded, then ``frames`` frames are kept, one every
     ``interval`` steps, each with the energy (eV) and forces (eV/Å) the MD computed for it
-    (plus stress, eV/Å³, for a 3D-periodic input). The frames are written to ``out_path``
-    (extended XYZ, atomically) and returned. The same ``seed`` gives an identical file.
-    A simulation that blows up (non-finite energy, atoms closer than 0.5 Å, temperature above
-    10x the target) or whose xTB calculation fails raises :class:`InputError`.
+    (plus stress, eV/Å³, for a 3D-periodic input). The frames are returned and written as an
+    extended-XYZ file: each frame is appended, whole and synced, to :func:`partial_path` of
+    ``out_path`` as soon as it is computed, and that file is renamed to ``out_path`` at the end,
+    so ``out_path`` exists only complete, while a killed or failed run leaves the frames it
+    produced readable in the partial file. A rerun starts over. The same ``seed`` gives an
+    identical file. A simulation that blows up (non-finite energy, atoms closer than 0.5 Å,
+    temperature above 10x the target) or whose xTB calculation fails raises :class:`InputError`.
     """
     _check_method(method)
     temperature = _positive("temperature", temperature, "K")
@@ -155,13 +127,33 @@ def sample(
 
     atoms, source, mol_charge, multiplicity = _starting_structure(smiles_or_file, seed)
     total_charge = mol_charge if charge is None else int(charge)
-    trajectory = _langevin(
+    dynamics = _langevin(
         atoms, source=source, method=method, charge=total_charge, multiplicity=multiplicity,
         temperature=temperature, frames=frames, timestep=timestep, interval=interval,
         friction=friction, seed=seed, equilibration=equilibration, progress=progress,
     )
-    _write_extxyz(trajectory, out_path)
+    partial = partial_path(out_path)
+    trajectory: list[Atoms] = []
+    try:
+        with contextlib.closing(dynamics), FrameAppender(partial) as log:
+            for frame in dynamics:
+                log.append([frame_text(frame)])
+                trajectory.append(frame)
+    except BaseException as err:
+        if not trajectory:
+            partial.unlink(missing_ok=True)
+        elif isinstance(err, InputError):
+            kept = f"{len(trajectory)} frame" + ("s" if len(trajectory) > 1 else "")
+            raise InputError(f"{err.problem}; {kept} kept in {partial}", err.source, err.index) from None
+        raise
+    os.replace(partial, out_path)
     return trajectory
+
+
+def partial_path(out_path: str | os.PathLike) -> Path:
+    """Where :func:`sample` appends the frames of ``out_path`` while it runs: ``NAME.partial.EXT``."""
+    path = Path(out_path)
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
 # ---------------------------------------------------------------------- labelling
@@ -182,6 +174,8 @@ def _label_one(atoms: Atoms, TBLite, method: str, charge, accuracy: float, sourc
     out.set_constraint()
     for key in ("energy", "free_energy", "stress"):
         out.info.pop(key, None)
+    if charge is not None:
+        out.info["charge"] = total_charge
     _store_labels(out, results, source, index)
     return out
 
@@ -237,7 +231,8 @@ def _langevin(
     atoms: Atoms, *, source: str, method: str, charge: int, multiplicity: int | None,
     temperature: float, frames: int, timestep: float, interval: int, friction: float, seed: int,
     equilibration: float, progress: bool,
-) -> list[Atoms]:
+) -> Iterator[Atoms]:
+    """The kept frames, one at a time, as the simulation produces them."""
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary
@@ -277,9 +272,7 @@ def _langevin(
         _check_md_state(atoms, temperature, failed)
         return forces
 
-    kept = []
-    with tblite_threads(), _progress_bar(progress) as bar:
-        task = bar.add_task(f"{method} MD", total=total_steps)
+    with tblite_threads(), progress_bar(total_steps, f"{method} MD", progress) as bar:
         try:
             forces = atoms.get_forces(md=True)
         except (RuntimeError, ValueError) as err:
@@ -290,7 +283,7 @@ def _langevin(
             n = min(interval, equilibration_steps - done)
             forces = advance(n, forces)
             done += n
-            bar.advance(task, n)
+            bar.advance(n)
         for _ in range(frames):
             forces = advance(interval, forces)
             frame = Atoms(numbers=atoms.numbers, positions=atoms.get_positions(), cell=atoms.cell,
@@ -303,10 +296,8 @@ def _langevin(
             if want_stress and "stress" not in results:
                 results["stress"] = atoms.calc.get_property("stress", atoms)
             _store_labels(frame, results, source, None)
-            kept.append(frame)
-            bar.advance(task, interval)
-    atoms.calc = None
-    return kept
+            bar.advance(interval)
+            yield frame
 
 
 def _check_md_state(atoms: Atoms, temperature: float, failed) -> None:
@@ -415,14 +406,6 @@ def _check_output(out_path) -> Path:
     return path
 
 
-def _write_extxyz(structures: Sequence[Atoms], out_path: Path) -> None:
-    """Write extended XYZ atomically: a temporary file in the same directory, then a rename."""
-    import ase.io
-
-    with atomic_open(out_path, "w") as handle:
-        ase.io.write(handle, list(structures), format="extxyz")
-
-
 # ---------------------------------------------------------------------- helpers
 def _check_method(method: str) -> None:
     if method not in METHODS:
@@ -483,10 +466,10 @@ def _openmp_runtimes() -> list[ctypes.CDLL]:
 
 
 @contextlib.contextmanager
-def tblite_threads() -> Iterator[None]:
-    """Run tblite with OMP_NUM_THREADS threads, even if the OpenMP runtime was loaded earlier."""
+def tblite_threads(threads: int | None = None) -> Iterator[None]:
+    """Run tblite with ``threads`` (default: OMP_NUM_THREADS) threads, even if OpenMP was loaded earlier."""
     tblite_calculator_class()  # loads tblite and its OpenMP runtime
-    n = _requested_threads()
+    n = threads if threads is not None else _requested_threads()
     saved = []
     if n is not None:
         for lib in _openmp_runtimes():
@@ -497,25 +480,3 @@ def tblite_threads() -> Iterator[None]:
     finally:
         for lib, previous in saved:
             lib.omp_set_num_threads(previous)
-
-
-class _NoBar:
-    def add_task(self, *args, **kwargs) -> int:
-        return 0
-
-    def advance(self, task, advance: float = 1) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        yield _NoBar()
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        yield bar
