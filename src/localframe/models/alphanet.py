@@ -1,53 +1,68 @@
-r"""AlphaNet: local frames with learnable frame transitions (Yin et al., 2025, arXiv:2501.07155).
+r"""AlphaNet: local frames with a complex edge kernel and learned phase transitions (Yin et al., 2025).
 
-Notation: centre atom i, neighbour j, r_ij = x_j − x_i (periodic image included), d_ij = |r_ij|,
+The published architecture (arXiv:2501.07155, released code zmyybc/AlphaNet), with the fixes listed at
+the end. Notation: centre atom i, neighbour j, r_ij = x_j − x_i (periodic image included), d_ij = |r_ij|,
 ê_ij = r_ij / d_ij, u_ij = u(d_ij) the polynomial envelope, φ_ij ∈ ℝ^K a Bessel basis with trainable
-frequencies, s_i ∈ ℝ^H invariant and v_i ∈ ℝ^{3×H} equivariant features; complex numbers are stored
-as (re, im) pairs and n(z) = z / √(|z|² + ε²) is the safe unit-modulus map.
+frequencies, s_i ∈ ℝ^H invariant and v_i ∈ ℝ^{3×H} equivariant features, LN a LayerNorm, σ = SiLU.
+Complex numbers are stored as (re, im) pairs; n(z) = z / √(|z|² + ε²) is the smooth unit-modulus map.
 
-1. Edge frame from the envelope-weighted neighbour mean of the centre atom (image-corrected):
+1. Edge frame from the envelope-weighted neighbour mean m_i = Σ_j u_ij r_ij / (1 + Σ_j u_ij):
+       F_ij = [e₁; e₂; e₃] = [n_F(r_ij); n_F(e₁ × m_i); e₁ × e₂]
+   (:func:`localframe.nn.frames.build_frame`, n_F with the frame length; the published
+   b = (x_i − m_i) × (x_j − m_i) is ∝ r_ij × m_i in these terms)
 
-       m_i  = Σ_j u_ij r_ij / (1 + Σ_j u_ij)
-       F_ij = [n(r_ij); n(r_ij × m_i); ·]     (r_ij × m_i = (x_i − c_i) × (x_j − c_i), c_i = x_i + m_i)
-
-2. Embedding and LSE as in LEFTNet:  h_ij = u_ij · MLP_r(φ_ij),  s_i = LN(E z_i) + Σ_j h_ij ⊙ LN(E′ z_j),
-   S_i = W_S Σ_j ê_ij ⊗ (h_ij ⊙ σ(LN(W s_j + b))) ∈ ℝ^{3×C},  t^u = [g(F_ij S_u) + (F_ij S_u)_{e₁}] / √C,
-   A_ij = MLP_A([t^i, t^j, h_ij, φ_ij]) ∈ ℝ^{3H}.  Per-atom complex state q_i⁰ = n(E_q z_i) ∈ ℂ^χ.
+2. Embedding, local substructure encoding (LSE) and initial complex state (computed once):
+       h_ij = u_ij MLP_r(φ_ij),   s_i = LN(E z_i) + Σ_j h_ij ⊙ LN(E′ z_j),   v_i = 0
+       S_i = Σ_j ê_ij ⊗ (h_ij ⊙ σ(LN(W s_j + b)))                   ∈ ℝ^{3×H}
+       t^u_ij = [g(F_ij S_u) + (F_ij S_u)_{e₁}] / √H,  u ∈ {i, j}    (g: ℝ³ → ℝ, shared by the channels)
+       A_ij = [u_ij t^i_ij, u_ij t^j_ij, h_ij, φ_ij]                   ∈ ℝ^{3H+K}
+       q_i = K₁ᵀ LN(E z_i)                                             ∈ ℂ^{χ₁}
 
 3. Layer ℓ = 1..L:
+   a. rotated message input  s̃_i = ρ_i ⊙ s_i  (s as H/2 complex numbers, ρ from layer ℓ−1, none at ℓ = 1);
+      the residual stream s_i itself is not rotated
+   b. filter and messages  f_ij = u_ij (W_φ φ_ij + b) ⊙ MLP_A^ℓ(A_ij),   [x, β, γ]_ij = MLP_x(LN s̃_j) ⊙ f_ij
+   c. complex edge kernel, M heads of P channels (χ_h = M·P):
+         Φ_ij = W_Φ x_ij + b_Φ ∈ ℂ^{M×P},   Φ̂ = [1; Φ] ∈ ℂ^{(M+1)×P}
+         conv_k = Σ_{h,l} Φ̂_hl K_hlk / √(H/M)   ∈ ℂ^{χ₂}   (K complex, learned)
+         α_ij = σ(MLP_D(f_ij)) ∈ ℝ^{χ₂},   D_kl = Σ_m W^D_lm (α_k δ_m + 1) + c^D_l   (distance-dependent)
+         κ_l = Σ_k conv_k D_kl,   κ′ = W_κ Re κ + b_κ + i (W_κ Im κ + b_κ)   ∈ ℂ^{χ₁}
+         ψ_ij = u_ij n(κ′_ij)                       (phase readout: the published model takes angle(κ′))
+   d. [Φ_i, Δs_i] = LN([Σ_j ψ_ij, Σ_j x_ij]),   s_i ← s_i + Δs_i,
+      v_i ← v_i + Σ_j (v_j ⊙ β_ij / √3 + ê_ij ⊗ γ_ij) / √H
+   e. next phase  ρ_i = exp(i (W_θ Φ_i + b_θ)) ∈ ℂ^{H/2}
+   f. state transition  q_i[k] ← n(Σ_{h,l} T^ℓ_{hkl} s_i[h] q_i[l])   (T^ℓ complex, learned)
+   g. FTE  [U, V] = W_uv v_i,  [a₁, a₂, a₃] = MLP([s_i, ‖U‖₂]),
+      s_i ← s_i + (a₁ + a₂ + ⟨U, V⟩/√H) / √2,   v_i ← v_i + a₃ ⊙ V
 
-   a. Phase rotation (learnable transition carried from the previous layer; ρ¹ = 1):
-          s_i ← ρ_i ⊙ s_i          (s viewed as H/2 complex numbers)
-   b. Messages:  [x, β, γ]_ij = MLP_x(LN s_j) ⊙ u_ij (W^ℓ_φ φ_ij + b^ℓ) ⊙ A_ij
-   c. Edge phases:  ψ_ij = u_ij · n(W_κ x_ij) ∈ ℂ^χ
-   d. Aggregate and normalise:  [Φ_i, Δs_i] = LN([Σ_j ψ_ij, Σ_j x_ij]),  s_i ← s_i + Δs_i,
-          v_i ← v_i + Σ_j (v_j ⊙ β_ij + ê_ij ⊗ γ_ij) / √3
-   e. Next phase:  ρ_i = exp(i W_θ Φ_i) ∈ ℂ^{H/2}
-   f. State transition:  q_i[k] ← n(Σ_{h,l} K^ℓ_{hkl} s_i[h] q_i[l])   (K^ℓ complex, learned)
-   g. FTE (frame-free update, L2 norms only):  [U, V] = W_uv v_i,  [a₁, a₂, a₃] = MLP([s_i, √(|U|² + ε²)]),
-          s_i ← s_i + (a₁ + a₂ ⊙ ⟨U, V⟩/√H)/√2,  v_i ← v_i + a₃ ⊙ V
+4. Readout features x_i = s_i + W_q [Re q_i, Im q_i] / χ₁ go to the shared energy head, which adds the
+   per-element affine: E = Σ_i (scale · e_i + shift + E0[z_i]) (published: Σ_i a_{z_i} e_i + b_{z_i}).
 
-4. Output scalars s_i + W_q [Re q_i, Im q_i] (the shared energy head maps them to atomic energies).
+Computation. W_Φ and K fold into one real H × 2χ₂ matrix, and D has rank ≤ 2 in (k, l), so that
+κ = (Σ_k α_k conv_k) W^D δ + (Σ_k conv_k)(W^D 1 + c^D) — the same function at O(χ₁) per edge.
 
-Symmetry: E(3) by default (the pseudovector coefficients on e₂ go through the smooth even map
-√(c² + ε²) − ε); ``symmetry="SE(3)"`` keeps their sign (chirality-aware).
+Initialisation as published: Xavier-uniform weights and zero biases in MLP_A, W_φ, MLP_x and FTE,
+PyTorch defaults elsewhere, K and δ standard normal; T^ℓ and K₁ are normal with variance 1/(fan-in)
+(the published ones are unscaled; only their scale against the ε of n matters). At this
+initialisation the messages are small next to s (the LN in 3d is dominated by Σψ).
 
-What is implemented, and how it departs from the published code (and why):
+Symmetry: E(3) by default (coefficients on the pseudovector row e₂ go through the smooth even map of
+:mod:`localframe.nn.frames`); ``symmetry="SE(3)"`` keeps their sign (chirality-aware).
 
-* Frames use image-corrected r_ij for the neighbour mean and the cross product (the published code
-  used raw positions, which breaks invariance under wrapping atoms into the cell); the mean is
-  envelope-weighted, not a plain mean over a neighbour count, and the frame rows are safely
-  normalised (the published b = r × m is left unnormalised) so coefficients stay O(1).
-* Every per-edge message, phase and filter is multiplied by the envelope, the Bessel basis is only
-  used through enveloped filters, and there is no top-k neighbour truncation: energy and forces are
-  continuous at r_c (the published model jumps there).
-* FTE uses L2 norms (the published L1 norm over x, y, z is not rotation invariant).
-* Edge phases are the unit complex numbers n(κ) instead of angle(κ): the angle is discontinuous at
-  its branch cut and undefined at κ = 0; the unit number carries the same phase smoothly.
-* The complex edge convolution (a learned complex kernel mixing 16 heads with a distance-dependent
-  kernel) is reduced to one complex linear map of the filtered message; the per-atom complex state
-  keeps its learned bilinear transition and unit-modulus normalisation. No dropout; per-element
-  energy scale/shift and references live in the shared energy head.
+Departures from the published code, and why:
+* frames, neighbour mean and cross product from image-corrected r_ij (raw positions break wrapping
+  invariance under PBC); the mean is envelope-weighted and the rows safely normalised (smooth in the
+  neighbour set; the published b is unnormalised and its abs() has a kink);
+* the envelope multiplies the filter f_ij, the phase terms ψ_ij and h_ij, and no top-k neighbour cap:
+  energy and forces are continuous at r_c (the published model jumps there);
+* n(κ′) ∈ ℂ (2χ₁ numbers) instead of angle(κ′) (χ₁ numbers): angle has a branch cut at ±π and no
+  derivative at κ′ = 0; the states q are normalised with the same n;
+* L2 norm in FTE (the published L1 norm over x, y, z is not rotation invariant);
+* one χ₁ for the message phases and the state (published: mp_chi1 = main_chi1 = 24); no dropout; the
+  last layer computes no next phase, and the unused fc_dx / unitary parameters are not created;
+* per-element affine: b_z is the head's shift + E0[z] (least squares on the training split instead
+  of the mean energy per atom), a_z its scale (one value from the training split, not per element,
+  not trained); the head reads x_i through its MLP rather than one linear map.
 """
 
 from __future__ import annotations
@@ -62,71 +77,122 @@ from localframe.heads import N_ELEMENTS, columnwise, mlp
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
-from localframe.nn.frames import check_symmetry, build_frame, neighbour_centroid, normalize, safe_norm, scalarize
+from localframe.nn.frames import build_frame, check_symmetry, neighbour_centroid, normalize, safe_norm, scalarize
 from localframe.nn.radial import BesselBasis
 from localframe.nn.scatter import gather, scatter_sum
 
+#: ε of the unit-complex map n(z) (dimensionless; κ′ and the states are O(1) at initialisation).
+PHASE_EPS = 0.1
+
+
+def unit_complex(z: torch.Tensor) -> torch.Tensor:
+    """n(z) = z / √(|z|² + ε²) for complex numbers z (…, 2): unit modulus for |z| ≫ ε, smooth through 0."""
+    return normalize(z, PHASE_EPS)
+
 
 def rotate(s: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-    """ρ ⊙ s with s (N, H) read as H/2 complex numbers and ρ (N, H/2, 2) unit complex numbers."""
-    a, b = s.unflatten(-1, (-1, 2)).unbind(-1)
+    """ρ ⊙ s with s (N, H) read as H/2 complex numbers [re | im] and ρ (N, H/2, 2) unit complex numbers."""
+    a, b = s.chunk(2, dim=-1)
     c, sn = rho.unbind(-1)
-    return torch.stack([a * c - b * sn, a * sn + b * c], dim=-1).flatten(1)
+    return torch.cat([a * c - b * sn, a * sn + b * c], dim=-1)
 
 
-def complex_matvec(T: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """T q for T (N, 2, χ, χ) and q (N, χ, 2), complex numbers stored as (re, im)."""
-    tr, ti = T.unbind(1)
-    qr, qi = q.unbind(-1)
-    mv = lambda A, x: torch.einsum("nkl,nl->nk", A, x)  # noqa: E731
-    return torch.stack([mv(tr, qr) - mv(ti, qi), mv(tr, qi) + mv(ti, qr)], dim=-1)
+class ComplexEdgeKernel(nn.Module):
+    """Step 3c: x_ij (E, H), f_ij (E, 3H) → κ′_ij (E, χ₁, 2)."""
+
+    def __init__(self, hidden: int, chi1: int, chi2: int, heads: int, hidden_chi: int):
+        super().__init__()
+        if hidden_chi % heads:
+            raise InputError(f"alphanet needs hidden_chi divisible by heads, got {hidden_chi} and {heads}")
+        self.chi2, self.norm = chi2, 1.0 / math.sqrt(max(hidden / heads, 1.0))
+        self.phi = nn.Linear(hidden, 2 * hidden_chi)  # W_Φ, b_Φ: [Re Φ | Im Φ], heads × P each
+        self.kernel = nn.Parameter(torch.randn(2, heads + 1, hidden_chi // heads, chi2))  # (re, im) of K
+        self.diagonal = mlp([3 * hidden, max(hidden_chi // 2, 1), chi2])  # MLP_D
+        self.delta = nn.Parameter(torch.randn(chi1))  # δ
+        self.dia = nn.Linear(chi1, chi1)  # W^D, c^D
+        self.out = nn.Linear(chi1, chi1)  # W_κ, b_κ
+
+    def forward(self, x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
+        kr, ki = self.kernel[0] * self.norm, self.kernel[1] * self.norm
+        big = torch.cat([torch.cat([kr[1:], ki[1:]], -1).flatten(0, 1), torch.cat([-ki[1:], kr[1:]], -1).flatten(0, 1)])
+        weight = self.phi.weight.t() @ big  # (H, 2χ₂): x ↦ [Re conv | Im conv]
+        bias = self.phi.bias @ big + torch.cat([kr[0].sum(0), ki[0].sum(0)])  # b_Φ and the row of ones
+        conv = torch.addmm(bias, x, weight).unflatten(-1, (2, self.chi2))  # (E, 2, χ₂)
+        alpha = torch.nn.functional.silu(self.diagonal(filt))  # (E, χ₂)
+        coeff = torch.stack([(conv * alpha.unsqueeze(1)).sum(-1), conv.sum(-1)], dim=-1)  # (E, 2 re/im, 2)
+        p = self.dia.weight @ self.delta  # W^D δ
+        q = self.dia.weight.sum(1) + self.dia.bias  # W^D 1 + c^D
+        basis = torch.stack([self.out.weight @ p, self.out.weight @ q])  # (2, χ₁): W_κ applied to both
+        return (coeff @ basis + self.out.bias).transpose(1, 2)  # (E, χ₁, 2)
 
 
 class AlphaLayer(nn.Module):
     """Steps 3a–3g."""
 
-    def __init__(self, hidden: int, num_radial: int, phase: int):
+    def __init__(self, hidden, num_radial, chi1, chi2, heads, hidden_chi, last):
         super().__init__()
-        self.hidden, self.phase = hidden, phase
-        self.norm_in = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.hidden, self.chi1 = hidden, chi1
+        self.lse = mlp([3 * hidden + num_radial, 3 * hidden, 3 * hidden])  # MLP_A^ℓ
         self.filter = nn.Linear(num_radial, 3 * hidden)
-        self.node = mlp([hidden, hidden, 3 * hidden])
-        self.kappa = nn.Linear(hidden, 2 * phase)
-        self.norm_out = nn.LayerNorm(2 * phase + hidden)
-        self.theta = nn.Linear(2 * phase, hidden // 2)
-        self.transition = nn.Parameter(torch.randn(hidden, 2, phase, phase) / math.sqrt(hidden * phase))
+        self.norm_in = nn.LayerNorm(hidden)
+        self.node = mlp([hidden, hidden, 3 * hidden])  # MLP_x
+        self.kernel = ComplexEdgeKernel(hidden, chi1, chi2, heads, hidden_chi)
+        self.norm_out = nn.LayerNorm(2 * chi1 + hidden)
+        self.theta = None if last else nn.Linear(2 * chi1, hidden // 2)
+        self.transition = nn.Parameter(torch.randn(hidden, 2, chi1, chi1) / math.sqrt(hidden * chi1))
         self.uv = nn.Linear(hidden, 2 * hidden, bias=False)
         self.update = mlp([2 * hidden, hidden, 3 * hidden])
+        for module in (self.lse, self.filter, self.node, self.uv, self.update):  # the published initialisation
+            for linear in (m for m in module.modules() if isinstance(m, nn.Linear)):
+                nn.init.xavier_uniform_(linear.weight)
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
 
-    def forward(self, s, v, q, rho, edge_feat, phi, unit, u, edge_index):
+    def forward(self, s, v, q, rho, A, phi, unit, u, edge_index):
         i, j = edge_index
         n, h = s.shape
         ue = u.unsqueeze(-1)
-        if rho is not None:  # a. phase rotation from the previous layer
-            s = rotate(s, rho)
-        x, beta, gamma = (gather(self.node(self.norm_in(s)), j) * (self.filter(phi) * edge_feat)).split(h, dim=-1)  # b.
-        psi = ue.unsqueeze(-1) * normalize(self.kappa(x).unflatten(-1, (self.phase, 2)))  # c.
+        s_in = s if rho is None else rotate(s, rho)  # a. rotates the message input only
+        filt = ue * self.filter(phi) * self.lse(A)  # b.
+        x, beta, gamma = (gather(self.node(self.norm_in(s_in)), j) * filt).split(h, dim=-1)
+        psi = ue.unsqueeze(-1) * unit_complex(self.kernel(x, filt))  # c.
         agg = self.norm_out(torch.cat([scatter_sum(psi.flatten(1), i, n), scatter_sum(x, i, n)], dim=-1))  # d.
-        Phi, ds = agg.split([2 * self.phase, h], dim=-1)
+        Phi, ds = agg.split([2 * self.chi1, h], dim=-1)
         s = s + ds
-        dv = gather(v, j) * beta.unsqueeze(1) + unit.unsqueeze(-1) * gamma.unsqueeze(1)
-        v = v + scatter_sum(dv, i, n) / math.sqrt(3.0)
-        theta = self.theta(Phi)  # e.
-        rho = torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)
-        q = normalize(complex_matvec(torch.einsum("nh,hrkl->nrkl", s, self.transition), q))  # f.
+        dv = unit.unsqueeze(-1) * gamma.unsqueeze(1)
+        if v is not None:  # v = 0 before the first layer: v_j ⊙ β vanishes
+            dv = dv + gather(v, j) * (beta / math.sqrt(3.0)).unsqueeze(1)
+        dv = scatter_sum(dv, i, n) / math.sqrt(h)
+        v = dv if v is None else v + dv
+        if self.theta is not None:  # e.
+            theta = self.theta(Phi)
+            rho = torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)
+        T = (s @ self.transition.flatten(1)).view(n, 2, 1, self.chi1, self.chi1)  # f. Σ_h T_hkl s_h
+        M = (T * q.transpose(1, 2)[:, None, :, None, :]).sum(-1)  # (N, 2, 2, χ₁): [Re T, Im T] × [Re q, Im q]
+        q = unit_complex(torch.stack([M[:, 0, 0] - M[:, 1, 1], M[:, 0, 1] + M[:, 1, 0]], dim=-1))  # no tiny bmm
         U, V = self.uv(v).split(h, dim=-1)  # g.
         a1, a2, a3 = self.update(torch.cat([s, safe_norm(U, dim=1)], dim=-1)).split(h, dim=-1)
-        s = s + (a1 + a2 * (U * V).sum(dim=1) / math.sqrt(h)) / math.sqrt(2.0)
+        s = s + (a1 + a2 + (U * V).sum(dim=1) / math.sqrt(h)) / math.sqrt(2.0)
         v = v + a3.unsqueeze(1) * V
         return s, v, q, rho
 
 
 @register("alphanet")
 class AlphaNet(Representation):
-    """AlphaNet with smooth local frames, phase rotations and a learned per-atom complex state."""
+    """AlphaNet with the published complex edge kernel, phase rotations and complex atomic states."""
 
-    paper = "Yin et al., AlphaNet: Scaling Up Local-frame-based Neural Network Interatomic Potentials, 2025 (arXiv:2501.07155)"
+    paper = (
+        "Yin et al., AlphaNet: Scaling Up Local-frame-based Neural Network Interatomic Potentials, 2025 "
+        "(arXiv:2501.07155)"
+    )
     has_vectors = True
+    presets = {
+        # released mp.json / oma.json: 4 layers, H = 176, r_c = 5, 8 Bessel, dropout off, chi defaults
+        "mp": {"cutoff": 5.0, "hidden_channels": 176, "num_layers": 4, "num_radial": 8,
+               "chi1": 24, "chi2": 6, "heads": 16, "hidden_chi": 96, "lse_hidden": 44},
+        "cpu": {"cutoff": 5.0, "hidden_channels": 96, "num_layers": 3, "num_radial": 16,
+                "chi1": 16, "chi2": 6, "heads": 8, "hidden_chi": 48, "lse_hidden": 8},
+    }
 
     def __init__(
         self,
@@ -134,8 +200,10 @@ class AlphaNet(Representation):
         hidden_channels: int = 128,
         num_layers: int = 4,
         num_radial: int = 32,
-        phase_channels: int = 16,
-        lse_channels: int | None = None,
+        chi1: int = 24,
+        chi2: int = 6,
+        heads: int = 16,
+        hidden_chi: int = 96,
         lse_hidden: int = 8,
         symmetry: str = "E(3)",
     ):
@@ -146,26 +214,26 @@ class AlphaNet(Representation):
         self.cutoff = float(cutoff)
         self.symmetry = check_symmetry(symmetry)
         self.chiral = self.symmetry == "SE(3)"
-        self.phase = int(phase_channels)
+        self.chi1 = int(chi1)
         self.envelope = PolynomialCutoff(cutoff)
         self.radial = BesselBasis(cutoff, num_radial, trainable=True)
         self.radial_mlp = mlp([num_radial, h, h])
         self.embedding = nn.Embedding(N_ELEMENTS, h)
         self.neighbour_embedding = nn.Embedding(N_ELEMENTS, h)
         self.embed_norm = nn.LayerNorm(h, elementwise_affine=False)
-        self.state_embedding = nn.Embedding(N_ELEMENTS, 2 * self.phase)
-        c = self.lse_channels = int(lse_channels) if lse_channels else max(h // 4, 1)
-        self.lse_in = nn.Sequential(nn.Linear(h, h), nn.LayerNorm(h))
-        self.lse_mix = nn.Linear(h, c, bias=False)
-        self.lse_g = mlp([3, lse_hidden, 1])
-        self.lse_out = mlp([2 * c + h + num_radial, h, 3 * h])
-        self.layers = nn.ModuleList(AlphaLayer(h, num_radial, self.phase) for _ in range(num_layers))
-        self.state_out = nn.Linear(2 * self.phase, h, bias=False)
+        self.state_embedding = nn.Parameter(torch.randn(h, 2 * self.chi1) / math.sqrt(h))  # K₁
+        self.lse_in = nn.Sequential(nn.Linear(h, h), nn.LayerNorm(h, elementwise_affine=False), nn.SiLU())
+        self.lse_g = mlp([3, int(lse_hidden), 1])
+        self.layers = nn.ModuleList(
+            AlphaLayer(h, num_radial, self.chi1, int(chi2), int(heads), int(hidden_chi), k == num_layers - 1)
+            for k in range(num_layers)
+        )
+        self.state_out = nn.Linear(2 * self.chi1, h, bias=False)  # W_q
 
     def substructure(self, S, frame, endpoint):
-        """t^u (E, C): endpoint u's neighbourhood summary S_u read in the edge frame (step 2)."""
+        """t^u (E, H): endpoint u's neighbourhood summary S_u read in the edge frame (step 2)."""
         P = scalarize(gather(S, endpoint), frame, self.chiral)
-        return (columnwise(self.lse_g, P).squeeze(-2) + P[:, 0, :]) / math.sqrt(self.lse_channels)
+        return (columnwise(self.lse_g, P).squeeze(-2) + P[:, 0, :]) / math.sqrt(self.hidden_channels)
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         i, j = edge_index
@@ -173,23 +241,21 @@ class AlphaNet(Representation):
         d = torch.linalg.vector_norm(vectors, dim=-1)
         unit = vectors / d.unsqueeze(-1)
         u = self.envelope(d)
+        ue = u.unsqueeze(-1)
         # 1. edge frames from the image-corrected neighbour mean
-        m = neighbour_centroid(vectors, u, i, n)
-        frame = build_frame(vectors, gather(m, i))
+        frame = build_frame(vectors, gather(neighbour_centroid(vectors, u, i, n), i))
         # 2. embedding, LSE, complex state
         phi = self.radial(d)
-        hij = u.unsqueeze(-1) * self.radial_mlp(phi)
-        neighbours = gather(self.embed_norm(self.neighbour_embedding(numbers)), j)
-        s = self.embed_norm(self.embedding(numbers)) + scatter_sum(hij * neighbours, i, n)
-        w = hij * gather(torch.nn.functional.silu(self.lse_in(s)), j)
-        S = self.lse_mix(scatter_sum(unit.unsqueeze(-1) * w.unsqueeze(1), i, n))
-        t_i, t_j = self.substructure(S, frame, i), self.substructure(S, frame, j)
-        edge_feat = u.unsqueeze(-1) * self.lse_out(torch.cat([t_i, t_j, hij, phi], dim=-1))  # enveloped once
-        q = normalize(self.state_embedding(numbers).unflatten(-1, (self.phase, 2)))
-        v = s.new_zeros(n, 3, self.hidden_channels)
-        rho = None
+        hij = ue * self.radial_mlp(phi)
+        z = self.embed_norm(self.embedding(numbers))
+        s = z + scatter_sum(hij * gather(self.embed_norm(self.neighbour_embedding(numbers)), j), i, n)
+        S = scatter_sum(unit.unsqueeze(-1) * (hij * gather(self.lse_in(s), j)).unsqueeze(1), i, n)
+        A = torch.cat([ue * self.substructure(S, frame, i), ue * self.substructure(S, frame, j), hij, phi], dim=-1)
+        q = (z @ self.state_embedding).unflatten(-1, (2, self.chi1)).transpose(1, 2)  # (N, χ₁, 2)
+        v, rho = None, None
         # 3. layers
         for layer in self.layers:
-            s, v, q, rho = layer(s, v, q, rho, edge_feat, phi, unit, u, edge_index)
-        # 4. output scalars
-        return s + self.state_out(q.flatten(1)), v
+            s, v, q, rho = layer(s, v, q, rho, A, phi, unit, u, edge_index)
+        # 4. readout features
+        out = s + self.state_out(q.transpose(1, 2).flatten(1)) / self.chi1  # [Re q | Im q]
+        return out, (v if v is not None else s.new_zeros(n, 3, self.hidden_channels))
