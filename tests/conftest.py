@@ -130,3 +130,23 @@ def lf():
         ethanol=ethanol, chiral=chiral, sf6=sf6, symmetric_molecules=symmetric_molecules,
         silicon=silicon, triclinic=triclinic, random_rotation=random_rotation, rattled=rattled,
     )
+
+
+@pytest.fixture(scope="module")
+def emt_water(tmp_path_factory) -> str:
+    """20 rattled water molecules labelled with ASE's EMT (energy, forces): an extxyz for short training runs."""
+    import ase.io
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(20):
+        a = molecule("H2O")
+        a.positions += 0.05 * rng.normal(size=a.positions.shape)
+        a.calc = EMT()
+        a.info["energy"], a.arrays["forces"] = a.get_potential_energy(), a.get_forces()
+        a.calc = None
+        frames.append(a)
+    path = tmp_path_factory.mktemp("data") / "water.extxyz"
+    ase.io.write(path, frames)
+    return str(path)

@@ -6,12 +6,8 @@ from __future__ import annotations
 import errno
 import os
 
-import ase.io
-import numpy as np
 import pytest
 import torch
-from ase.build import molecule
-from ase.calculators.emt import EMT
 
 from localframe.cli import main
 from localframe.errors import InputError
@@ -19,25 +15,9 @@ from localframe.train import config as configuration
 from localframe.train.run import train
 
 
-@pytest.fixture(scope="module")
-def water(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    frames = []
-    for _ in range(20):
-        a = molecule("H2O")
-        a.positions += 0.05 * rng.normal(size=a.positions.shape)
-        a.calc = EMT()
-        a.info["energy"], a.arrays["forces"] = a.get_potential_energy(), a.get_forces()
-        a.calc = None
-        frames.append(a)
-    path = tmp_path_factory.mktemp("data") / "water.extxyz"
-    ase.io.write(path, frames)
-    return str(path)
-
-
-def config(water, run_dir, **train_options):
+def config(data, run_dir, **train_options):
     return configuration.validate({
-        "data": {"source": water, "n_train": 12, "n_val": 4},
+        "data": {"source": data, "n_train": 12, "n_val": 4},
         "model": {"name": "schnet", "cutoff": 3.0, "hparams": {"hidden_channels": 8, "num_layers": 1}},
         "train": {"batch_size": 4, "max_epochs": 4, "threads": 1, **train_options},
         "run_dir": str(run_dir),
@@ -68,10 +48,10 @@ def fail_checkpoint_writes(monkeypatch, after: int, error: OSError) -> list:
     return calls
 
 
-def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, water, monkeypatch):
+def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, emt_water, monkeypatch):
     run = tmp_path / "run"
     calls = fail_checkpoint_writes(monkeypatch, 3, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
-    cfg = config(water, run, checkpoint_minutes=1e-6)  # last.ckpt after every batch
+    cfg = config(emt_water, run, checkpoint_minutes=1e-6)  # last.ckpt after every batch
     with pytest.raises(InputError) as caught:
         train(cfg, progress=False)
     message = str(caught.value)
@@ -87,12 +67,12 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, water, mo
     assert (run / "model.pt").is_file()
 
 
-def test_cli_disk_full_is_one_line(tmp_path, water, monkeypatch, capsys):
+def test_cli_disk_full_is_one_line(tmp_path, emt_water, monkeypatch, capsys):
     import yaml
 
     fail_checkpoint_writes(monkeypatch, 0, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config(water, tmp_path / "run").model_dump(mode="json")))
+    path.write_text(yaml.safe_dump(config(emt_water, tmp_path / "run").model_dump(mode="json")))
     assert main(["train", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err, err
@@ -100,29 +80,29 @@ def test_cli_disk_full_is_one_line(tmp_path, water, monkeypatch, capsys):
     assert "no checkpoint had been written yet" in err
 
 
-def test_run_directory_that_becomes_unwritable(tmp_path, water, monkeypatch):
+def test_run_directory_that_becomes_unwritable(tmp_path, emt_water, monkeypatch):
     run = tmp_path / "run"
     fail_checkpoint_writes(monkeypatch, 2, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
     with pytest.raises(InputError, match="Permission denied") as caught:
-        train(config(water, run, checkpoint_minutes=1e-6), progress=False)
+        train(config(emt_water, run, checkpoint_minutes=1e-6), progress=False)
     assert "last.ckpt is kept" in str(caught.value)
 
 
-def test_run_directory_that_cannot_be_created(tmp_path, water):
+def test_run_directory_that_cannot_be_created(tmp_path, emt_water):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(InputError, match="cannot write it") as caught:
-        train(config(water, blocker / "run"), progress=False)
+        train(config(emt_water, blocker / "run"), progress=False)
     assert str(blocker / "run" / "config.yaml") in str(caught.value)
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
-def test_read_only_run_directory(tmp_path, water):
+def test_read_only_run_directory(tmp_path, emt_water):
     run = tmp_path / "run"
     run.mkdir()
     run.chmod(0o555)
     try:
         with pytest.raises(InputError, match="Permission denied"):
-            train(config(water, run), progress=False)
+            train(config(emt_water, run), progress=False)
     finally:
         run.chmod(0o755)

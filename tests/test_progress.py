@@ -65,28 +65,13 @@ def test_live_bar_on_a_terminal():
     assert "MD" in stream.getvalue() and "5/5" in stream.getvalue()
 
 
-def test_training_log_is_one_plain_line_per_epoch(tmp_path, capsys):
+def test_training_log_is_one_plain_line_per_epoch(tmp_path, capsys, emt_water):
     """Training with stderr not a terminal: no carriage returns, one line per epoch with the validation metric."""
-    import ase.io
-    import numpy as np
-    from ase.build import molecule
-    from ase.calculators.emt import EMT
-
     from localframe.train import config as configuration
     from localframe.train.run import train
 
-    rng = np.random.default_rng(0)
-    frames = []
-    for _ in range(20):
-        a = molecule("H2O")
-        a.positions += 0.05 * rng.normal(size=a.positions.shape)
-        a.calc = EMT()
-        a.info["energy"], a.arrays["forces"] = a.get_potential_energy(), a.get_forces()
-        a.calc = None
-        frames.append(a)
-    ase.io.write(tmp_path / "water.extxyz", frames)
     cfg = configuration.validate({
-        "data": {"source": str(tmp_path / "water.extxyz"), "n_train": 12, "n_val": 4},
+        "data": {"source": emt_water, "n_train": 12, "n_val": 4},
         "model": {"name": "schnet", "cutoff": 3.0, "hparams": {"hidden_channels": 8, "num_layers": 1}},
         "train": {"batch_size": 4, "max_epochs": 3, "threads": 1}, "run_dir": str(tmp_path / "run"),
     })

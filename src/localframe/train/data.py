@@ -37,18 +37,30 @@ def loader(dataset: GraphDataset, batch_size: int, shuffle: bool, seed: int = 0)
 
 def make_splits(data: StructureSet, n_train: int | None, n_val: int | None, n_test: int | None, seed: int) -> dict[str, np.ndarray]:
     """Split indices. A source with its own split (QM9) keeps it; otherwise one permutation with
-    ``seed``: n_train, then n_val, then n_test (default: 80 % / 10 % / the rest)."""
+    ``seed``: n_train, then n_val, then n_test (default: 80 % / 10 % (at least 1) / the rest).
+    Sizes that do not fit the data raise :class:`InputError` saying how many structures there are."""
+    total = len(data)
     if data.splits:
         parts = dict(data.splits)
         if n_test is not None:
+            if n_test > len(parts["test"]):
+                raise InputError(f"data.n_test {n_test} is more than the {len(parts['test'])} structures of the "
+                                 "source's test split", data.source)
             parts["test"] = parts["test"][:n_test]
         return parts
-    total = len(data)
-    n_train = n_train if n_train is not None else int(0.8 * total)
-    n_val = n_val if n_val is not None else max(1, int(0.1 * total))
+    if total < 2:
+        raise InputError(f"{total} structure(s): training needs at least 2 (one to train on, one to validate)",
+                         data.source)
+    n_train = n_train if n_train is not None else max(1, int(0.8 * total))
+    if n_train >= total:
+        raise InputError(f"data.n_train {n_train} leaves nothing to validate on: the source has {total} structures "
+                         f"(at most data.n_train={total - 1})", data.source)
+    n_val = n_val if n_val is not None else min(max(1, int(0.1 * total)), total - n_train)
+    asked = n_train + n_val + (n_test or 0)
+    if asked > total:
+        terms = f"data.n_train {n_train} + data.n_val {n_val}" + (f" + data.n_test {n_test}" if n_test else "")
+        raise InputError(f"{terms} = {asked} structures, but the source has {total}", data.source)
     n_test = n_test if n_test is not None else total - n_train - n_val
-    if n_train + n_val + n_test > total or min(n_train, n_val) <= 0:
-        raise InputError(f"split {n_train} train + {n_val} val + {n_test} test does not fit {total} structures", data.source)
     perm = np.random.default_rng(seed).permutation(total)
     return {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val : n_train + n_val + n_test]}
 

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from localframe import models
 from localframe.data import qm9, sources
-from localframe.errors import InputError
+from localframe.errors import InputError, one_line
 from localframe.io import save_model
 from localframe.progress import Progress
 from localframe.train import config as configuration
@@ -123,6 +123,36 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
+def _trainer(cfg: configuration.RunConfig, probe: bool = False, **options) -> L.Trainer:
+    """A Lightning Trainer on the config's hardware (accelerator, devices, nodes, strategy, precision).
+    ``probe=True`` builds a throwaway one to check those settings: what Lightning refuses is an InputError."""
+    t = cfg.trainer
+    settings = dict(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                    strategy=STRATEGIES.get(t.strategy, t.strategy),
+                    precision="64-true" if cfg.train.dtype == "float64" else "32-true",
+                    logger=False, enable_progress_bar=False, enable_model_summary=False)
+    if not probe:
+        return L.Trainer(**settings, **options)
+    try:
+        return L.Trainer(**settings, enable_checkpointing=False)
+    except Exception as err:  # noqa: BLE001 - Lightning's MisconfigurationException, ValueError, TypeError, ...
+        raise InputError(f"trainer settings (accelerator {t.accelerator!r}, devices {t.devices!r}, strategy "
+                         f"{t.strategy!r}, num_nodes {t.num_nodes}, train.dtype {cfg.train.dtype}): "
+                         f"{one_line(err, 300)}") from None
+
+
+def _check_weights(weights: configuration.LossWeights, labels, targets, source: str) -> None:
+    """There is a label to learn, and at least one has a positive loss weight."""
+    terms = {key: (weights.targets if key in targets else getattr(weights, key))
+             for key in labels if key in targets or key in configuration.LossWeights.model_fields}
+    if not terms:
+        raise InputError(f"nothing to learn: no energy, forces, stress or dipole label, and data.targets is empty "
+                         f"(labels of this source: {', '.join(labels) or 'none'})", source)
+    if not any(w > 0 for w in terms.values()):
+        raise InputError(f"train.weights: every label to learn has weight 0 ({', '.join(f'{k} {w:g}' for k, w in terms.items())}); "
+                         "nothing would be learned")
+
+
 def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train, test and export. Returns the contents of test_metrics.json plus ``model_object``,
     the exported model in memory (rank 0; other ranks of a distributed run return ``{}``)."""
@@ -133,6 +163,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     if not resume and last.exists():
         raise InputError("already holds a run; resume it with --resume or choose another run_dir", str(run))
     _quiet_lightning()
+    _trainer(cfg, probe=True)  # the hardware settings, before any work
     with writing(run / "config.yaml", run):
         run.mkdir(parents=True, exist_ok=True)
         configuration.dump(cfg, run / "config.yaml")
@@ -151,6 +182,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     missing = [t for t in targets if t not in data.labels]
     if missing:
         raise InputError(f"data.targets {missing} are not labels of this source (labels: {list(data.labels)})", data.source)
+    _check_weights(tc.weights, data.labels, targets, data.source)
     splits = make_splits(data, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.split_seed)
     cutoff = cfg.model.cutoff
     datasets = {name: GraphDataset(data, idx, cutoff, dtype) for name, idx in splits.items() if len(idx)}
@@ -172,13 +204,10 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     ]
     if progress:
         callbacks.append(EpochProgress(learned, data.units))
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
-        strategy=STRATEGIES.get(cfg.trainer.strategy, cfg.trainer.strategy), precision="64-true" if dtype == torch.float64 else "32-true",
-        max_epochs=tc.max_epochs, max_time=timedelta(minutes=tc.max_time) if tc.max_time else None,
+    trainer = _trainer(
+        cfg, max_epochs=tc.max_epochs, max_time=timedelta(minutes=tc.max_time) if tc.max_time else None,
         gradient_clip_val=tc.clip_grad, callbacks=callbacks, plugins=[AtomicCheckpointIO(run)],
-        logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=run,
-        inference_mode=False, num_sanity_val_steps=0,
+        default_root_dir=run, inference_mode=False, num_sanity_val_steps=0,
     )
     start = time.perf_counter()
     trainer.fit(
