@@ -121,6 +121,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*treespec.*")
     warnings.filterwarnings("ignore", message=".*weights_only.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # checkpoints/ of a resumed run
 
 
 def _trainer(cfg: configuration.RunConfig, probe: bool = False, **options) -> L.Trainer:
