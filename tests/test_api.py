@@ -7,8 +7,11 @@ import sys
 SCRIPT = """
 import sys
 import localframe
-heavy = sorted(m for m in ("lightning", "pytorch_lightning", "matplotlib", "pydantic", "rdkit", "tblite") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "lightning", "pytorch_lightning", "matplotlib", "pydantic", "rdkit", "tblite") if m in sys.modules)
 assert not heavy, heavy
+import localframe.reference.labelling  # what a labelling worker imports: no torch either
+assert "torch" not in sys.modules
+assert localframe.AtomsBatch.__name__ == "AtomsBatch"
 assert "leftnet" in localframe.models.available()
 assert localframe.models.create("schnet", hidden_channels=8, num_layers=1).cutoff > 0
 assert localframe.train.config.RunConfig and localframe.md.run_md and localframe.data.AtomsBatch

@@ -18,14 +18,14 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-from localframe.data.batch import AtomsBatch
 from localframe.errors import InputError
 
 __all__ = ["AtomsBatch", "Calculator", "InputError", "__version__", "load_model"]
 
-# Imported on first use, so that ``import localframe`` stays light: these names, and every
-# subpackage and module (``localframe.models``, ``localframe.train``, ``localframe.md``, ...).
-_LAZY = {"Calculator": "localframe.calculator", "load_model": "localframe.io"}
+# Imported on first use, so that ``import localframe`` stays light (no torch: labelling workers
+# start in a fraction of a second): these names, and every subpackage and module
+# (``localframe.models``, ``localframe.train``, ``localframe.md``, ...).
+_LAZY = {"AtomsBatch": "localframe.data.batch", "Calculator": "localframe.calculator", "load_model": "localframe.io"}
 
 
 def _lazy_package(name: str, names: dict[str, str] | None = None):
