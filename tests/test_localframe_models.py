@@ -153,7 +153,7 @@ def test_neighbour_centroid_ignores_zero_weight_neighbours():
 
 # ---------------------------------------------------------------------- model-specific
 def test_declared_symmetry_and_switch():
-    assert build("clofnet").symmetry == "SE(3)"
+    assert build("clofnet").symmetry == "E(3)"  # E(3) by default: mirror images have equal energies
     assert build("leftnet").symmetry == build("alphanet").symmetry == "E(3)"
     for name in NAMES:
         assert build(name, symmetry="SE(3)").symmetry == "SE(3)"

@@ -5,7 +5,8 @@
 ``peers.json``, and ``notes.md`` when notes are given) and regenerates the benchmark region of the
 report from everything found there, so suites run at different times end up in one report.
 
-Suites: :mod:`.speed`, :mod:`.scaling`, :mod:`.accuracy`; peers: :mod:`.peers`; structures:
+Suites: :mod:`.speed`, :mod:`.scaling`, :mod:`.accuracy`, :mod:`.nbody` (the charged N-body task ES(5):
+EGNN against ClofNet, ``nbody.json``); peers: :mod:`.peers`; structures:
 :mod:`.workloads`; report: :mod:`.report`. Peers (PyTorch Geometric, MACE) are optional: a peer
 that is not installed is reported as skipped.
 """
@@ -22,7 +23,7 @@ from typing import Any, Callable
 from localframe.errors import InputError
 from localframe.files import write_text
 
-SUITES = ("speed", "scaling", "accuracy")
+SUITES = ("speed", "scaling", "accuracy", "nbody")
 #: Models of a quick run unless ``models`` is given (a peer that is not installed is skipped).
 QUICK_MODELS = ("schnet", "leftnet", "pyg_schnet")
 TASKS = ("qm9", "md17")
@@ -129,6 +130,14 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
         written["results"].append(str(report.save(result, out, name)))
     if "accuracy" in options.suites:
         written["results"] += _accuracy(options, names, out, log)
+    if "nbody" in options.suites:
+        from localframe.bench import nbody
+
+        chosen = [n for n in (options.models or ()) if n in nbody.MODELS] or None
+        result = nbody.run(chosen, seeds=1 if quick else options.seeds, threads=options.threads, quick=quick,
+                           n_train=options.n_train, n_test=options.n_test, data_dir=out / "data", log=log,
+                           save=lambda partial: report.save(partial, out, "nbody"))
+        written["results"].append(str(report.save(result, out, "nbody")))
     if options.profile:
         from localframe.bench import common, speed
 

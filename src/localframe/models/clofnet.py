@@ -1,37 +1,52 @@
 r"""ClofNet: message passing with a complete local frame on every edge (Du et al., ICML 2022).
 
 Notation: centre atom i, neighbour j, r_ij = x_j − x_i (periodic image included), d_ij = |r_ij|,
-u_ij = u(d_ij) the polynomial envelope, φ_ij ∈ ℝ^K a Bessel radial basis, s_i ∈ ℝ^H invariant
-and v_i ∈ ℝ^{3×H} equivariant features. Frames, scalarize and tensorize: :mod:`localframe.nn.frames`.
+u_ij = u(d_ij) the polynomial envelope (1 for the fully connected N-body graph), h_i ∈ ℝ^H.
+Frames, scalarize and tensorize: :mod:`localframe.nn.frames`; n(·) its safe normalisation.
 
-1. Complete local frame per edge, from relative vectors only (no centring):
+Virtual coordinates. Every atom carries a virtual displacement Δx̃_i (Δx̃⁰ = 0); the model sees
+virtual relative vectors r̃_ij = r_ij + Δx̃_j − Δx̃_i (the image shift stays inside r_ij), so
+x̃_i = x_i + Δx̃_i starts at the real geometry and is updated by every layer, as in the paper.
 
-       m_i  = Σ_j u_ij r_ij / (1 + Σ_j u_ij)
-       F_ij = [e₁; e₂; e₃],  e₁ = n(r_ij),  e₂ = n(e₁ × (m_i + m_j)),  e₃ = e₁ × e₂
+1. Complete local frame of an edge from (virtual) relative vectors, recomputed in every layer:
 
-   The paper crosses the centred positions x_i × x_j; relative to the local centroid x_i + m_i
-   that cross product is r_ij × m_i, and adding m_j makes the reference symmetric in i and j.
+       m_i  = Σ_j u_ij r̃_ij / (1 + Σ_j u_ij)                    (local centroid, relative to x̃_i)
+       F_ij = [e₁; e₂; e₃],  e₁ = n(r̃_ij),  e₂ = n(r̃_ij × (m_i + m_j)),  e₃ = e₁ × e₂
 
-2. Scalarization of the geometry into the frame (6 coefficients) and an edge embedding:
+   The paper crosses globally centred positions, x̄_i × x̄_j. On a fully connected graph with
+   u = 1, m_i = −x̄_i and r_ij × (m_i + m_j) = 2 x̄_i × x̄_j: the same frame, without centring.
 
-       g_ij = [F_ij m_i, F_ij m_j],     ε_ij = MLP_e([φ_ij, g_ij])
+2. Edge features from the scalarised geometry of the input (once, as in the paper):
 
-3. Layer ℓ = 1..L. Scalarize the neighbour vector features (after a channel mix W_v ∈ ℝ^{H×C}),
-   form an invariant message, update the scalars, and tensorize the message into a vector update:
+       g_ij = [sin²θ_ij, cos θ_ij, F_ij m_i, F_ij m_j],   cos θ_ij = n(m_i)·n(m_j)
+       e_ij = MLP_e([φ(d_ij), g_ij])   ∈ ℝ^{H/2}               (φ: Bessel basis)
 
-       c_ij = [F_ij W_v v_i, F_ij W_v v_j]                         ∈ ℝ^{6C}
-       μ_ij = u_ij · σ(W₂ σ(W_a s_i + W_b s_j + W_c ε_ij + W_d c_ij + b))
-       s_i ← s_i + MLP_h([s_i, Σ_j μ_ij])
-       α_ij = W_α μ_ij ∈ ℝ^{3×C}  (no bias, so α_ij → 0 at r_c)
-       v_i ← v_i + W_o Σ_j Σ_k α_ij,k ⊗ e_k,ij                    (tensorize; W_o: C → H channels)
+   (N-body: [q_i q_j, d_ij², g_ij, F_ij v_i, F_ij v_j] instead of φ; 16 numbers, as the paper.)
 
-   s⁰_i = E(z_i), v⁰_i = 0. Every per-edge term carries u_ij, so energy and forces are continuous
-   when neighbours cross the cutoff.
+3. Layer ℓ = 1..L (the paper's order: message, coordinates, features):
 
-Symmetry. e₂ is a pseudovector, so the coefficients on it are pseudoscalars: with
-``symmetry="SE(3)"`` (default, as in the paper) the model distinguishes enantiomers; with
-``symmetry="E(3)"`` those coefficients pass through a smooth even function and tensorize skips e₂,
-which makes the model E(3)-invariant. The model returns (s, v) with v equivariant.
+       c̃_ij  = [F_ij Δx̃_i, F_ij Δx̃_j] / δ,  δ = 0.1 Å          (energy model; N-body: none)
+       μ_ij  = MLP₃([h_i, h_j, |r̃_ij|²/r_c², e_ij, c̃_ij])          three Linear + SiLU
+       α_ij  = u_ij · W₂ σ(W₁ μ_ij)  ∈ ℝ³                          (W₂ bias-free)
+       Δx̃_i ← Δx̃_i + Σ_j Σ_k α_ij,k e_k,ij / (1 + Σ_j u_ij)  [+ φ_v(h_i) v_i for N-body]
+       h_i   ← LayerNorm(h_i + MLP_h([h_i, Σ_j u_ij μ_ij]))
+
+   h⁰_i = E(z_i) (N-body: Linear(|v_i|)). Every per-edge term carries u_ij, so energies, forces,
+   and Δx̃ are continuous as neighbours cross the cutoff. The energy heads read h^L (invariant);
+   forces are −∂E/∂x through the whole virtual-coordinate path, hence conservative.
+
+   c̃_ij is the energy model's counterpart of the paper's velocity coefficients F_ij v_i: on a
+   (nearly) complete graph the centroid coefficients on e₂ vanish (r_ij, m_i, m_j are coplanar),
+   so without it an SE(3) energy would hardly tell enantiomers apart. Initialisation: the N-body
+   model keeps PyTorch's default and the paper's gain 10⁻³ on W₂ (start at x̃ = x); the energy
+   model starts every Linear at N(0, 1/fan_in) (:func:`localframe.nn.init.unit_variance_init`)
+   and W₂ at gain 1 (``coord_gain``), so that Δx̃ is ~0.05 Å and the signals reach the energy.
+
+Symmetry. e₂ is a pseudovector. ``symmetry="E(3)"`` (default): coefficients on e₂ pass through the
+smooth even map and tensorize skips e₂, so energies are mirror-invariant (mirror images have the
+same Born–Oppenheimer energy) and Δx̃ is a polar vector. ``symmetry="SE(3)"`` (the paper) keeps
+the sign: chirality-aware. The representation returns (h^L, Δx̃ ⊗ h^L): v_i ∈ ℝ^{3×H} equivariant.
+:class:`ClofNetDynamics` (the paper's N-body model, ``ClofNet_vel``) predicts x̃^L = x + Δx̃^L.
 """
 
 from __future__ import annotations
@@ -42,88 +57,150 @@ from torch import nn
 from localframe.heads import N_ELEMENTS, mlp
 from localframe.models import register
 from localframe.models.base import Representation
+from localframe.nn import frames
 from localframe.nn.cutoff import PolynomialCutoff
-from localframe.nn.frames import check_symmetry, edge_frame, neighbour_centroid, scalarize, tensorize
+from localframe.nn.init import unit_variance_init
 from localframe.nn.radial import BesselBasis
 from localframe.nn.scatter import gather, scatter_sum
 
+#: Å; the energy model reads the frame coefficients of Δx̃ in this unit.
+DISPLACEMENT_SCALE = 0.1
 
-class FrameMessageLayer(nn.Module):
-    """One ClofNet layer: scalarize → invariant message → scalar update and tensorized vector update."""
 
-    def __init__(self, hidden: int, vector_mix: int, chiral: bool):
+def scalarized_geometry(m: torch.Tensor, frame: torch.Tensor, edge_index: torch.Tensor, chiral: bool,
+                        extra: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+    """g_ij (E, 8 + 6·len(extra)): pseudo-angle of m_i, m_j and the frame coefficients of m and ``extra``."""
+    i, j = edge_index
+    a, b = frames.normalize(gather(m, i), frames.FRAME_EPS), frames.normalize(gather(m, j), frames.FRAME_EPS)
+    angle = [torch.linalg.cross(a, b).pow(2).sum(-1, keepdim=True), (a * b).sum(-1, keepdim=True)]
+    coeffs = [frames.scalarize(gather(w, k).unsqueeze(-1), frame, chiral).squeeze(-1)
+              for w in (m, *extra) for k in (i, j)]
+    return torch.cat(angle + coeffs, dim=-1)
+
+
+class ClofLayer(nn.Module):
+    """One ClofNet layer: edge message, virtual-coordinate update in the recomputed frames, node update."""
+
+    def __init__(self, hidden: int, edge_dim: int, chiral: bool, velocity: bool = False, displacement: bool = False,
+                 coord_gain: float = 0.001):
         super().__init__()
-        self.hidden, self.chiral = hidden, chiral
-        self.centre = nn.Linear(hidden, hidden)
-        self.neighbour = nn.Linear(hidden, hidden, bias=False)
-        self.edge = nn.Linear(hidden, hidden, bias=False)
-        self.vector_mix = nn.Linear(hidden, vector_mix, bias=False)
-        self.vector_coeff = nn.Linear(6 * vector_mix, hidden, bias=False)
-        self.message = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
-        self.update = mlp([2 * hidden, hidden, hidden])
-        self.coeff = nn.Linear(hidden, 3 * vector_mix, bias=False)
-        self.vector_out = nn.Linear(vector_mix, hidden, bias=False)
+        self.chiral, self.displacement = chiral, displacement
+        self.edge_mlp = nn.Sequential(
+            nn.Linear(2 * hidden + 1 + edge_dim + (6 if displacement else 0), hidden), nn.SiLU(),
+            nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+        )
+        last = nn.Linear(hidden, 3, bias=False)
+        nn.init.xavier_uniform_(last.weight, gain=coord_gain)
+        self.coord_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
+        self.velocity_mlp = mlp([hidden, hidden, 1]) if velocity else None
+        self.node_mlp = mlp([2 * hidden, hidden, hidden])
+        self.norm = nn.LayerNorm(hidden)
+        #: False: Δx̃ is left unchanged (ablation: frames and distances then stay those of the input).
+        self.update_coordinates = True
 
-    def forward(self, s, v, edge_emb, frame, u, edge_index):
+    def forward(self, h, dx, r, u, edge_attr, edge_index, length_scale: float = 1.0, velocity=None):
         i, j = edge_index
-        n = s.shape[0]
-        w = self.vector_mix(v)  # (N, 3, C): a channel mix keeps equivariance
-        c = torch.cat([scalarize(gather(w, i), frame, self.chiral), scalarize(gather(w, j), frame, self.chiral)], dim=-2)
-        pre = gather(self.centre(s), i) + gather(self.neighbour(s), j) + self.edge(edge_emb) + self.vector_coeff(c.flatten(1))
-        mu = u.unsqueeze(-1) * self.message(pre)
-        s = s + self.update(torch.cat([s, scatter_sum(mu, i, n)], dim=-1))
-        alpha = self.coeff(mu).unflatten(-1, (3, -1))
-        v = v + self.vector_out(scatter_sum(tensorize(alpha, frame, self.chiral), i, n))
-        return s, v
+        n = h.shape[0]
+        rt = r + gather(dx, j) - gather(dx, i)  # virtual relative vectors r̃_ij
+        frame = frames.edge_frame(rt, frames.neighbour_centroid(rt, u, i, n), edge_index)
+        d2 = rt.pow(2).sum(-1, keepdim=True) / length_scale**2
+        inputs = [gather(h, i), gather(h, j), d2, edge_attr]
+        if self.displacement:  # frame coefficients of Δx̃_i, Δx̃_j (the N-body model has velocities instead)
+            inputs += [frames.scalarize(gather(dx, k).unsqueeze(-1) / DISPLACEMENT_SCALE, frame, self.chiral)
+                       .squeeze(-1) for k in (i, j)]  # dimensionless before the even map
+        msg = self.edge_mlp(torch.cat(inputs, dim=-1))
+        if self.update_coordinates:
+            alpha = u.unsqueeze(-1) * self.coord_mlp(msg)  # (E, 3) frame coefficients
+            shift = frames.tensorize(alpha.unsqueeze(-1), frame, self.chiral).squeeze(-1)
+            dx = dx + scatter_sum(shift, i, n) / (1.0 + scatter_sum(u, i, n)).unsqueeze(-1)
+            if self.velocity_mlp is not None:
+                dx = dx + self.velocity_mlp(h) * velocity
+        agg = scatter_sum(u.unsqueeze(-1) * msg, i, n)
+        h = self.norm(h + self.node_mlp(torch.cat([h, agg], dim=-1)))
+        return h, dx
 
 
 @register("clofnet")
 class ClofNet(Representation):
-    """ClofNet energy model; SE(3) and chirality-aware by default, E(3) with ``symmetry="E(3)"``."""
+    """ClofNet energy model with virtual-coordinate updates; E(3) by default, SE(3) (the paper's) on request."""
 
     paper = "Du et al., SE(3) Equivariant Graph Neural Networks with Complete Local Frames, ICML 2022 (arXiv:2110.14811)"
     has_vectors = True
+    #: "nbody": the paper's width and depth (nf 64, 4 layers); "cpu": a width for CPU training.
+    presets = {
+        "nbody": {"hidden_channels": 64, "num_layers": 4},
+        "cpu": {"hidden_channels": 96, "num_layers": 3, "num_radial": 16},
+    }
 
-    def __init__(
-        self,
-        cutoff: float = 5.0,
-        hidden_channels: int = 128,
-        num_layers: int = 4,
-        num_radial: int = 32,
-        vector_mix: int | None = None,
-        symmetry: str = "SE(3)",
-    ):
+    def __init__(self, cutoff: float = 5.0, hidden_channels: int = 128, num_layers: int = 4, num_radial: int = 32,
+                 symmetry: str = "E(3)", coord_gain: float = 1.0):
         super().__init__()
         self.cutoff = float(cutoff)
-        self.hidden_channels = int(hidden_channels)
-        self.symmetry = check_symmetry(symmetry)
+        self.hidden_channels = hidden = int(hidden_channels)
+        self.symmetry = frames.check_symmetry(symmetry)
         self.chiral = self.symmetry == "SE(3)"
-        mix = int(vector_mix) if vector_mix else max(self.hidden_channels // 4, 1)
         self.envelope = PolynomialCutoff(cutoff)
         self.radial = BesselBasis(cutoff, num_radial)
-        self.embedding = nn.Embedding(N_ELEMENTS, self.hidden_channels)
-        self.edge_embedding = mlp([num_radial + 6, self.hidden_channels, self.hidden_channels])
-        self.layers = nn.ModuleList(
-            FrameMessageLayer(self.hidden_channels, mix, self.chiral) for _ in range(num_layers)
-        )
+        self.embedding = nn.Embedding(N_ELEMENTS, hidden)
+        edge_dim = max(hidden // 2, 1)
+        self.edge_embedding = nn.Sequential(
+            nn.Linear(num_radial + 8, edge_dim), nn.SiLU(), nn.Linear(edge_dim, edge_dim), nn.SiLU())
+        self.layers = nn.ModuleList(ClofLayer(hidden, edge_dim, self.chiral, displacement=True, coord_gain=coord_gain)
+                                    for _ in range(num_layers))
+        unit_variance_init(self)
+        for layer in self.layers:
+            nn.init.xavier_uniform_(layer.coord_mlp[-1].weight, gain=coord_gain)
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
-        i, j = edge_index
+        i = edge_index[0]
         n = numbers.shape[0]
         d = torch.linalg.vector_norm(vectors, dim=-1)
         u = self.envelope(d)
-        # 1. local frames from relative vectors
-        m = neighbour_centroid(vectors, u, i, n)
-        frame = edge_frame(vectors, m, edge_index)
-        # 2. scalarized geometry → edge embedding
-        geometry = torch.cat(
-            [scalarize(gather(m, i).unsqueeze(-1), frame, self.chiral), scalarize(gather(m, j).unsqueeze(-1), frame, self.chiral)],
-            dim=-2,
-        ).flatten(1)
-        edge_emb = self.edge_embedding(torch.cat([self.radial(d), geometry], dim=-1))
-        # 3. message passing with tensorized vector updates
-        s = self.embedding(numbers)
-        v = s.new_zeros(n, 3, self.hidden_channels)
+        m = frames.neighbour_centroid(vectors, u, i, n)
+        geometry = scalarized_geometry(m, frames.edge_frame(vectors, m, edge_index), edge_index, self.chiral)
+        edge_attr = self.edge_embedding(torch.cat([self.radial(d), geometry], dim=-1))
+        h = self.embedding(numbers)
+        dx = vectors.new_zeros(n, 3)
         for layer in self.layers:
-            s, v = layer(s, v, edge_emb, frame, u, edge_index)
-        return s, v
+            h, dx = layer(h, dx, vectors, u, edge_attr, edge_index, self.cutoff)
+        return h, dx.unsqueeze(-1) * h.unsqueeze(-2)
+
+
+class ClofNetDynamics(nn.Module):
+    """The paper's N-body model (``ClofNet_vel``): positions, velocities and charges in, positions out.
+
+    A thin wrapper around :class:`ClofLayer`: h⁰ = Linear(|v_i|), N-body edge features (module
+    docstring, step 2), and the velocity term φ_v(h_i) v_i in every coordinate update. The graph is
+    fully connected within each system (``edge_index``), u = 1, no cutoff. At nf 64 and 4 layers it
+    has 160,964 trainable parameters, as the released ``ClofNet_vel`` (the paper: 161 k).
+    """
+
+    paper = ClofNet.paper
+
+    def __init__(self, hidden_channels: int = 64, num_layers: int = 4, symmetry: str = "E(3)"):
+        super().__init__()
+        self.symmetry = frames.check_symmetry(symmetry)
+        self.chiral = self.symmetry == "SE(3)"
+        hidden, edge_dim = int(hidden_channels), max(int(hidden_channels) // 2, 1)
+        self.embedding = nn.Linear(1, hidden)
+        self.edge_embedding = nn.Sequential(
+            nn.Linear(16, edge_dim), nn.SiLU(), nn.Linear(edge_dim, edge_dim), nn.SiLU())
+        self.layers = nn.ModuleList(ClofLayer(hidden, edge_dim, self.chiral, velocity=True) for _ in range(num_layers))
+
+    def forward(self, positions, velocities, charges, edge_index):
+        i, j = edge_index
+        n = positions.shape[0]
+        r = gather(positions, j) - gather(positions, i)
+        u = r.new_ones(r.shape[0])
+        m = frames.neighbour_centroid(r, u, i, n)
+        geometry = scalarized_geometry(m, frames.edge_frame(r, m, edge_index), edge_index, self.chiral, (velocities,))
+        qq = (gather(charges, i) * gather(charges, j)).unsqueeze(-1)
+        edge_attr = self.edge_embedding(torch.cat([qq, r.pow(2).sum(-1, keepdim=True), geometry], dim=-1))
+        h = self.embedding(torch.linalg.vector_norm(velocities, dim=-1, keepdim=True))
+        dx = torch.zeros_like(positions)
+        for layer in self.layers:
+            h, dx = layer(h, dx, r, u, edge_attr, edge_index, velocity=velocities)
+        return positions + dx
+
+
+__all__ = ["ClofLayer", "ClofNet", "ClofNetDynamics", "scalarized_geometry"]
