@@ -352,11 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pressure", type=float, default=0.0, help="pressure for the cell relaxation, GPa (default 0)")
     p.set_defaults(func=cmd_relax)
 
-    p = sub.add_parser("bench", help="speed, scaling and accuracy benchmarks against peers; writes a report")
+    p = sub.add_parser("bench", help="speed, scaling, accuracy and N-body benchmarks against peers; writes a report")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (CI: minutes, no peers needed)")
-    p.add_argument("--suite", metavar="NAMES", help="comma-separated: speed,scaling,accuracy (default: all)")
-    p.add_argument("--models", metavar="NAMES", help="comma-separated localframe models and peers "
-                   "(pyg_schnet, pyg_dimenet++, pyg_visnet, mace); default: all")
+    p.add_argument("--suite", metavar="NAMES", help="comma-separated: speed,scaling,accuracy,nbody (default: all)")
+    p.add_argument("--models", metavar="NAMES", help="comma-separated localframe models, model presets "
+                   "(e.g. leftnet-lite) and peers (pyg_schnet, pyg_dimenet++, pyg_visnet, mace); default: all models and peers")
     p.add_argument("--threads", type=int, default=1, help="torch (and xTB) threads for every measurement (default 1)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--out", default="runs/bench", help="folder for the JSON results (default runs/bench)")
