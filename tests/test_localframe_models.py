@@ -175,9 +175,10 @@ def test_enantiomers(name):
             assert abs(a - b) < 1e-10 * max(abs(a), 1.0)
 
 
-def test_fte_uses_the_node_frame():
+@pytest.mark.parametrize("fte", ["frame", "readout", "coefficients"])
+def test_fte_uses_the_node_frame(fte):
     mol = rattled(molecule("CH3CH2OH"), 0.05, 3)
-    on, off = build("leftnet"), build("leftnet", fte_node_frame=False)
+    on, off = build("leftnet", fte=fte), build("leftnet", fte="none")  # "none": the released, frame-free FTE
     assert rel(run(on, mol)["energy"], run(off, mol)["energy"]) > 1e-6  # the flag changes the output
     for model, matters in ((on, True), (off, False)):
         body = model.representation

@@ -2,8 +2,9 @@ r"""LEFTNet: local substructure encoding (LSE) and frame transition encoding (FT
 
 Notation: centre atom i, neighbour j, r_ij = x_j − x_i (periodic image included), d_ij = |r_ij|,
 ê_ij = r_ij / d_ij, u_ij = u(d_ij) the polynomial envelope, φ_ij ∈ ℝ^K an exp-normal radial basis,
-s_i ∈ ℝ^H invariant and v_i ∈ ℝ^{3×H} equivariant features. Frames and scalarize: see
-:mod:`localframe.nn.frames`.
+s_i ∈ ℝ^H invariant and v_i ∈ ℝ^{3×H} equivariant features; frames, scalarize and tensorize:
+:mod:`localframe.nn.frames`. Defaults follow the paper and its released code; every switch below
+selects a documented cheaper or older variant (ablations).
 
 1. Frames from relative vectors only (no centring; smooth in the neighbour set):
 
@@ -12,43 +13,46 @@ s_i ∈ ℝ^H invariant and v_i ∈ ℝ^{3×H} equivariant features. Frames and 
 
 2. Radial filter and embedding:  h_ij = u_ij · MLP_r(φ_ij),   s_i = E(z_i) + Σ_j h_ij ⊙ E′(z_j),  v_i = 0.
 
-3. LSE — the neighbourhood of each endpoint seen in the edge frame (computed once):
+3. LSE, the neighbourhood of each endpoint seen in the edge frame (computed once, C = H channels):
 
-       S_i   = W_S Σ_j ê_ij ⊗ (h_ij ⊙ σ(W s_j + b))                  ∈ ℝ^{3×C}  (W_S: H → C channels)
-       P^u   = scalarize(S_u, F_ij),  u ∈ {i, j}                      ∈ ℝ^{3×C}
-       t^u_c = g(P^u_{:,c}) + P^u_{e₁,c}   (g: ℝ³ → ℝ shared over channels c)
-       A_ij  = MLP_A([t^j, t^i, h_ij, φ_ij])                          ∈ ℝ^{3H}
+       S_i   = Σ_j ê_ij ⊗ (h_ij ⊙ σ(W s_j + b))                        ∈ ℝ^{3×C}
+       P^u   = scalarize(S_u, F_ij),  u ∈ {i, j};    t^u_c = g(P^u_{:,c}) + P^u_{1,c}
+       A_ij  = [t^j, t^i, h_ij, φ_ij]                                    (g: ℝ³ → ℝ^{H/4} → ℝ, shared over c)
 
-4. Layer ℓ = 1..L, equivariant message passing (PaiNN-like) with the paper's filter
-   (W_φ φ + b) ⊙ MLP_A(A), here with MLP_A shared by the layers and the envelope applied last:
+   ``lse_channels=C < H`` narrows it: S_i = W_S Σ_j …, W_S: H → C; ``lse_hidden`` sets g's width.
 
-       [α, β, γ]_ij = MLP_x(s_j) ⊙ u_ij (W^ℓ_φ φ_ij + b^ℓ) ⊙ A_ij
-       s_i ← s_i + Σ_j α_ij,     v_i ← v_i + Σ_j (v_j ⊙ β_ij + ê_ij ⊗ γ_ij) / √3
+4. Layer ℓ = 1..L, equivariant message passing with one MLP_A per layer (3H+K → 3H → 3H):
 
-5. FTE — the equivariant features are expressed in the node frame and the invariant coefficients
-   drive the scalar update (this is the frame transition: messages gathered in the global basis are
-   read in atom i's own frame):
+       [α, β, γ]_ij = MLP^ℓ_x(s_j) ⊙ u_ij (W^ℓ_φ φ_ij + b^ℓ) ⊙ MLP^ℓ_A(A_ij)
+       s_i ← s_i + Σ_j α_ij,     v_i ← v_i + Σ_j (v_j ⊙ β_ij / √3 + ê_ij ⊗ γ_ij) / √H
 
-       [U, V] = W_uv v_i  (no bias),   c_i = scalarize(U, F_i) ∈ ℝ^{3×H},   n_i = √(|U|² + ε²)
-       [a₁, a₂, a₃] = MLP_u([s_i, n_i, c_i]),     q_i = ⟨U, V⟩ / √H
-       s_i ← s_i + (a₁ + a₂ ⊙ q_i) / √2,           v_i ← v_i + a₃ ⊙ V
+   ``shared_filter=True``: one MLP_A for all layers; ``filter_hidden``: its hidden width (default 3H);
+   ``vector_scale="sqrt3"``: v_i ← v_i + Σ_j (v_j ⊙ β_ij + ê_ij ⊗ γ_ij) / √3 instead.
 
-   ``fte_node_frame=False`` drops c_i from the input of MLP_u (ablation).
+5. FTE: the equivariant features are read in the node frame, mixed as invariants and tensorised back:
 
-Symmetry. As in the paper the model is E(3)-invariant by default: coefficients on the pseudovector
-axis e₂ pass through the smooth even function √(c² + ε²) − ε (not |c|, whose kink at 0 breaks smooth
-forces). ``symmetry="SE(3)"`` keeps their sign and gives a chirality-aware model.
+       [U, V] = W_uv v_i (no bias),   c_i = scalarize(U, F_i) ∈ ℝ^{3×H},   n_i = √(|U|² + ε²)
+       t_i = n_i + g_F(c_i)          (g_F: ℝ³ → ℝ^{H/4} → ℝ per channel, as g in step 3)
+       [a₁, a₂, a₃, b_i] = MLP_u([s_i, t_i]),   q_i = ⟨U, V⟩ / √H,   b_i ∈ ℝ^{2×H} (e₁, e₃; SE(3): 3×H)
+       s_i ← s_i + (a₁ + a₂ ⊙ q_i) / √2,        v_i ← v_i + a₃ ⊙ V + tensorize(b_i, F_i)
+
+   ``fte``: "frame" (the above), "readout" (no tensorize term), "coefficients" (MLP_u([s_i, n_i, c_i]),
+   no tensorize term), "none" (MLP_u([s_i, n_i]): the released code, which uses no frame here);
+   ``fte_gate="sum"``: s_i ← s_i + (a₁ + a₂ + q_i)/√2 as in the released code (a₁ + a₂ is one output).
+
+Symmetry. E(3)-invariant by default, as in the paper: coefficients on the pseudovector axis e₂ pass
+through the smooth even function √(c² + ε²) − ε (not |c|, whose kink breaks smooth forces), and
+tensorize skips e₂ (its coefficient would have to be a pseudoscalar), so v stays polar.
+``symmetry="SE(3)"`` keeps the sign and all three axes: a chirality-aware model.
 
 Initialisation. Every linear layer starts with weights N(0, 1/fan_in) and zero biases
-(:func:`localframe.nn.init.unit_variance_init`). A message is the product of three learned factors
-(neighbour MLP, radial filter, LSE feature); with PyTorch's default initialisation each shrinks the
-signal and the messages start at ~1 % of s_i with v_i ≈ 0, which halves the progress of the first
-epochs (QM9 U0, 626 steps: validation MAE 0.39 eV with the default, 0.20 eV with this one).
+(:func:`localframe.nn.init.unit_variance_init`): a message multiplies three learned factors, and with
+PyTorch's default each shrinks the signal (QM9 U0, 626 steps: validation MAE 0.39 eV with the default,
+0.20 eV with this one, measured on the earlier shared-filter model).
 
-Departures from the released code: frames are local (neighbour centroids from image-corrected r_ij,
-no pre-centring, no global origin), safely normalised so that degenerate frames (linear molecules,
-centrosymmetric sites) give zero components and finite gradients, the final filters are enveloped
-(no energy jump at r_c), and FTE really uses the node frame. No direct force head.
+Departures from the paper and its code: see docs/models.md ("LEFTNet"). In short: local frames
+(no pre-centring, safe normalisation), envelope on the final filters, FTE uses the node frame,
+smooth even map instead of abs, product gate a₂ ⊙ q, no direct force head.
 """
 
 from __future__ import annotations
@@ -58,60 +62,101 @@ import math
 import torch
 from torch import nn
 
+from localframe.errors import InputError
 from localframe.heads import N_ELEMENTS, columnwise, mlp
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
-from localframe.nn.frames import check_symmetry, edge_frame, local_centroids, node_frame, safe_norm, scalarize
+from localframe.nn.frames import (
+    check_symmetry, edge_frame, local_centroids, node_frame, safe_norm, scalarize, tensorize,
+)
 from localframe.nn.init import unit_variance_init
 from localframe.nn.radial import ExpNormalBasis
 from localframe.nn.scatter import gather, scatter_sum
+
+FTE_MODES = ("frame", "readout", "coefficients", "none")
+CHUNK_ELEMENTS = 2**21  # elements of g's hidden activations per LSE chunk (8 MB in float32)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InputError(f"leftnet: {name} must be one of {allowed}, got {value!r}")
+    return value
 
 
 class LEFTLayer(nn.Module):
     """Message passing (step 4) followed by frame transition encoding (step 5)."""
 
-    def __init__(self, hidden: int, num_radial: int, chiral: bool, fte_node_frame: bool):
+    def __init__(self, hidden: int, num_radial: int, a_dim: int, filter_hidden: int | None, chiral: bool,
+                 fte: str, fte_hidden: int, fte_gate: str, vector_scale: str):
         super().__init__()
-        self.hidden, self.chiral, self.fte_node_frame = hidden, chiral, fte_node_frame
-        self.filter = nn.Linear(num_radial, 3 * hidden)
-        self.node = mlp([hidden, hidden, 3 * hidden])
-        self.uv = nn.Linear(hidden, 2 * hidden, bias=False)
-        self.update = mlp([(5 if fte_node_frame else 2) * hidden, hidden, 3 * hidden])
+        h = self.hidden = hidden
+        self.chiral, self.fte, self.fte_gate = chiral, fte, fte_gate
+        self.filter = nn.Linear(num_radial, 3 * h)
+        self.mlp_a = mlp([a_dim, filter_hidden, 3 * h]) if filter_hidden else None  # None: shared
+        self.node = mlp([h, h, 3 * h])
+        self.uv = nn.Linear(h, 2 * h, bias=False)
+        width = {"frame": 2, "readout": 2, "coefficients": 5, "none": 2}[fte]
+        self.axes = (3 if chiral else 2) if fte == "frame" else 0  # tensorised axes (E(3): e₁, e₃)
+        self.update = mlp([width * h, h, (3 + self.axes) * h])
+        self.fte_g = mlp([3, fte_hidden, 1]) if fte in ("frame", "readout") else None
+        # published: (v_j ⊙ β/√3 + ê ⊗ γ)/√H; "sqrt3": (v_j ⊙ β + ê ⊗ γ)/√3
+        self.vscale = (1.0 / math.sqrt(3.0 * h), 1.0 / math.sqrt(h)) if vector_scale == "published" else (
+            1.0 / math.sqrt(3.0), 1.0 / math.sqrt(3.0))
 
-    def forward(self, s, v, edge_feat, phi, unit, u, node_fr, edge_index):
+    def edge_filter(self, A, phi, u, shared):
+        """u_ij (W_φ φ_ij + b) ⊙ MLP_A(A_ij), (E, 3H): the layer's filter, independent of s and v.
+        ``shared``: u_ij MLP_A(A_ij) of a shared MLP_A, computed once."""
+        if self.mlp_a is None:
+            return self.filter(phi) * shared
+        return (u.unsqueeze(-1) * self.filter(phi)) * self.mlp_a(A)
+
+    def forward(self, s, v, filt, unit, node_fr, edge_index):
         i, j = edge_index
         n, h = s.shape
         # 4. message passing
-        filt = self.filter(phi) * edge_feat  # edge_feat carries the envelope u_ij
         alpha, beta, gamma = (gather(self.node(s), j) * filt).split(h, dim=-1)
         s = s + scatter_sum(alpha, i, n)
-        dv = unit.unsqueeze(-1) * gamma.unsqueeze(1)
-        if v is None:  # first layer: v = 0, so v_j ⊙ β_ij vanishes
-            v = scatter_sum(dv, i, n) / math.sqrt(3.0)
-        else:
-            v = v + scatter_sum(gather(v, j) * beta.unsqueeze(1) + dv, i, n) / math.sqrt(3.0)
+        dv = (unit * self.vscale[1]).unsqueeze(-1) * gamma.unsqueeze(1)
+        if v is not None:  # first layer: v = 0, so v_j ⊙ β_ij vanishes
+            dv = torch.addcmul(dv, gather(v * self.vscale[0], j), beta.unsqueeze(1))
+        v = scatter_sum(dv, i, n) if v is None else v + scatter_sum(dv, i, n)
         # 5. frame transition encoding
         U, V = self.uv(v).split(h, dim=-1)
-        inputs = [s, safe_norm(U, dim=1)]
-        if self.fte_node_frame:
-            inputs.append(scalarize(U, node_fr, self.chiral).flatten(1))
-        a1, a2, a3 = self.update(torch.cat(inputs, dim=-1)).split(h, dim=-1)
+        norm = safe_norm(U, dim=1)
+        if self.fte == "none":
+            inputs = [s, norm]
+        else:
+            c = scalarize(U, node_fr, self.chiral)  # (N, 3, H): U in the node frame
+            inputs = [s, norm, c.flatten(1)] if self.fte == "coefficients" else [
+                s, norm + columnwise(self.fte_g, c).squeeze(-2)]
+        out = self.update(torch.cat(inputs, dim=-1))
+        a1, a2, a3 = out[:, : 3 * h].split(h, dim=-1)
         q = (U * V).sum(dim=1) / math.sqrt(h)
-        s = s + (a1 + a2 * q) / math.sqrt(2.0)
+        s = s + ((a1 + a2 + q) if self.fte_gate == "sum" else (a1 + a2 * q)) / math.sqrt(2.0)
         v = v + a3.unsqueeze(1) * V
+        if self.axes:  # tensorise back with the node frame (E(3): e₂ is skipped)
+            b = out[:, 3 * h :].view(n, self.axes, h)
+            b = b if self.chiral else torch.stack([b[:, 0], torch.zeros_like(b[:, 0]), b[:, 1]], dim=1)
+            v = v + tensorize(b, node_fr, self.chiral)
         return s, v
 
 
 @register("leftnet")
 class LEFTNet(Representation):
-    """LEFTNet with a frame transition encoding that uses the node frame (switch: ``fte_node_frame``)."""
+    """LEFTNet as published (per-layer filters, full-width LSE), with an FTE that uses the node frame."""
 
     paper = (
         "Du et al., A new perspective on building efficient and expressive 3D equivariant graph neural "
         "networks, NeurIPS 2023 (arXiv:2304.04757)"
     )
     has_vectors = True
+    #: "qm9", "md17": the released main_qm9.py / main_md17.py sizes; "cpu": the width the example configs train on a CPU.
+    presets = {
+        "qm9": {"cutoff": 5.0, "hidden_channels": 256, "num_layers": 4, "num_radial": 32},
+        "md17": {"cutoff": 8.0, "hidden_channels": 200, "num_layers": 4, "num_radial": 32},
+        "cpu": {"cutoff": 5.0, "hidden_channels": 64, "num_layers": 4, "num_radial": 32},
+    }
 
     def __init__(
         self,
@@ -119,29 +164,41 @@ class LEFTNet(Representation):
         hidden_channels: int = 128,
         num_layers: int = 4,
         num_radial: int = 32,
-        lse_channels: int | None = None,
-        lse_hidden: int = 8,
         symmetry: str = "E(3)",
-        fte_node_frame: bool = True,
+        shared_filter: bool = False,
+        filter_hidden: int | None = None,
+        lse_channels: int | None = None,
+        lse_hidden: int | None = None,
+        fte: str = "frame",
+        fte_gate: str = "product",
+        vector_scale: str = "published",
     ):
         super().__init__()
         h = self.hidden_channels = int(hidden_channels)
         self.cutoff = float(cutoff)
         self.symmetry = check_symmetry(symmetry)
         self.chiral = self.symmetry == "SE(3)"
-        self.fte_node_frame = bool(fte_node_frame)
+        fte = _choice("fte", fte, FTE_MODES)
+        fte_gate = _choice("fte_gate", fte_gate, ("product", "sum"))
+        vector_scale = _choice("vector_scale", vector_scale, ("published", "sqrt3"))
+        quarter = max(h // 4, 1)
+        c = int(lse_channels) if lse_channels else h
+        if not 0 < c <= h:
+            raise InputError(f"leftnet: lse_channels must be between 1 and hidden_channels ({h}), got {lse_channels}")
         self.envelope = PolynomialCutoff(cutoff)
         self.radial = ExpNormalBasis(cutoff, num_radial)
         self.radial_mlp = mlp([num_radial, h, h])
         self.embedding = nn.Embedding(N_ELEMENTS, h)
         self.neighbour_embedding = nn.Embedding(N_ELEMENTS, h)
-        c = int(lse_channels) if lse_channels else max(h // 4, 1)
         self.lse_in = nn.Linear(h, h)
-        self.lse_mix = nn.Linear(h, c, bias=False)
-        self.lse_g = mlp([3, lse_hidden, 1])
-        self.lse_out = mlp([2 * c + h + num_radial, h, 3 * h])
+        self.lse_mix = nn.Linear(h, c, bias=False) if c < h else None
+        self.lse_g = mlp([3, int(lse_hidden) if lse_hidden else quarter, 1])
+        a_dim, hidden_a = 2 * c + h + num_radial, int(filter_hidden) if filter_hidden else 3 * h
+        self.shared_mlp_a = mlp([a_dim, hidden_a, 3 * h]) if shared_filter else None
         self.layers = nn.ModuleList(
-            LEFTLayer(h, num_radial, self.chiral, self.fte_node_frame) for _ in range(num_layers)
+            LEFTLayer(h, num_radial, a_dim, None if shared_filter else hidden_a, self.chiral, fte, quarter,
+                      fte_gate, vector_scale)
+            for _ in range(num_layers)
         )
         unit_variance_init(self)
 
@@ -150,10 +207,20 @@ class LEFTNet(Representation):
         m, p = local_centroids(vectors, u, edge_index, n)
         return edge_frame(vectors, m, edge_index), node_frame(m, p)
 
-    def substructure(self, S, frame, endpoint):
-        """t^u (E, C): the LSE summary of endpoint u's neighbourhood in the edge frame (step 3)."""
-        P = scalarize(gather(S, endpoint), frame, self.chiral)  # (E, 3, C)
-        return columnwise(self.lse_g, P).squeeze(-2) + P[:, 0, :]
+    def substructure(self, S, frame, edge_index):
+        """[t^j, t^i] (E, 2C): the LSE summaries of both endpoints' neighbourhoods in the edge frame (step 3).
+
+        Evaluated in chunks of edges: g's hidden activations, (E, H/4, 2C), would be hundreds of MB, and
+        tensors that large are page-faulted in afresh by every operation; chunks of ~8 MB are reused from
+        the heap. Same arithmetic; the LSE runs 2–4× faster fwd + bwd on a CPU (QM9 batch, H = 128)."""
+        i, j = edge_index
+        size = max(32, CHUNK_ELEMENTS // (self.lse_g[0].out_features * 2 * S.shape[-1]))
+        out = []
+        for k in range(0, max(i.shape[0], 1), size):  # one (empty) chunk when there are no edges
+            P = scalarize(torch.cat([gather(S, j[k : k + size]), gather(S, i[k : k + size])], dim=-1),
+                          frame[k : k + size], self.chiral)  # (e, 3, 2C)
+            out.append(columnwise(self.lse_g, P).squeeze(-2) + P[:, 0, :])
+        return torch.cat(out) if len(out) > 1 else out[0]
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         i, j = edge_index
@@ -166,13 +233,15 @@ class LEFTNet(Representation):
         phi = self.radial(d)
         hij = u.unsqueeze(-1) * self.radial_mlp(phi)
         s = self.embedding(numbers) + scatter_sum(hij * gather(self.neighbour_embedding(numbers), j), i, n)
-        v = None  # v = 0 before the first layer
         # 3. local substructure encoding
         w = hij * gather(torch.nn.functional.silu(self.lse_in(s)), j)
-        S = scatter_sum(unit.unsqueeze(-1) * self.lse_mix(w).unsqueeze(1), i, n)  # W_S moved inside the sum (linear)
-        t_i, t_j = self.substructure(S, edge_fr, i), self.substructure(S, edge_fr, j)
-        edge_feat = u.unsqueeze(-1) * self.lse_out(torch.cat([t_j, t_i, hij, phi], dim=-1))
+        if self.lse_mix is not None:
+            w = self.lse_mix(w)  # W_S moved inside the sum (linear)
+        S = scatter_sum(unit.unsqueeze(-1) * w.unsqueeze(1), i, n)
+        A = torch.cat([self.substructure(S, edge_fr, edge_index), hij, phi], dim=-1)
         # 4–5. layers
+        shared = u.unsqueeze(-1) * self.shared_mlp_a(A) if self.shared_mlp_a is not None else None
+        v = None  # v = 0 before the first layer
         for layer in self.layers:
-            s, v = layer(s, v, edge_feat, phi, unit, u, node_fr, edge_index)
+            s, v = layer(s, v, layer.edge_filter(A, phi, u, shared), unit, node_fr, edge_index)
         return s, (v if v is not None else s.new_zeros(n, 3, self.hidden_channels))

@@ -1,0 +1,168 @@
+"""LEFTNet as published: per-layer MLP_A, full-width LSE, FTE with node-frame scalarisation and
+tensorisation, presets with the published sizes, and the documented cheaper variants (float64).
+
+The physics checks of tests/test_localframe_models.py and tests/test_physics.py run here for the
+settings they do not cover: SE(3) mode of the faithful model, and today's / the released variants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+
+import conftest
+import test_localframe_models as base
+import test_physics
+from localframe import models
+from localframe.data.batch import AtomsBatch
+from localframe.errors import InputError
+from localframe.models import leftnet
+
+#: The LEFTNet of commit 58bbeaa (before this model followed the paper), as hyperparameters (at H = 128).
+TODAY = {"shared_filter": True, "filter_hidden": 128, "lse_channels": 32, "lse_hidden": 8, "fte": "coefficients",
+         "vector_scale": "sqrt3"}
+RELEASED_FTE = {"fte": "none", "fte_gate": "sum"}  # the released code's frame-free FTE
+
+
+def representation_outputs(model, atoms):
+    batch = AtomsBatch.from_atoms(atoms, cutoff=model.cutoff, dtype=torch.float64)
+    with torch.no_grad():
+        s, v = model.representation(batch.numbers, batch.edge_index, batch.edge_vectors(), batch.batch, 1)
+    return s.numpy(), v.numpy()
+
+
+# ---------------------------------------------------------------------- published components
+def test_each_layer_has_its_own_filter_network():
+    model = base.build("leftnet")
+    body = model.representation
+    nets = [layer.mlp_a for layer in body.layers]
+    assert body.shared_mlp_a is None and all(net is not None for net in nets)
+    assert nets[0][0].in_features == 3 * 16 + 8 and nets[0][0].out_features == 3 * 16  # 3H+K → 3H → 3H
+    assert not torch.equal(nets[0][0].weight, nets[1][0].weight)
+    shared = base.build("leftnet", shared_filter=True).representation
+    assert all(layer.mlp_a is None for layer in shared.layers) and shared.shared_mlp_a is not None
+    # the per-layer filters really differ on the same edges
+    batch = AtomsBatch.from_atoms(molecule("CH3CH2OH"), cutoff=5.0, dtype=torch.float64)
+    d = batch.edge_vectors().norm(dim=-1)
+    phi, u = body.radial(d), body.envelope(d)
+    A = torch.randn(len(d), nets[0][0].in_features, dtype=torch.float64)
+    f0, f1 = (layer.edge_filter(A, phi, u, None) for layer in body.layers)
+    assert (f0 - f1).abs().max() > 1e-3 * f0.abs().max()
+
+
+def test_full_width_substructure_encoding():
+    body = models.create("leftnet", hidden_channels=64).representation
+    assert body.lse_mix is None  # H channels, no mixing
+    assert (body.lse_g[0].in_features, body.lse_g[0].out_features, body.lse_g[2].out_features) == (3, 16, 1)
+    narrow = models.create("leftnet", hidden_channels=64, lse_channels=16, lse_hidden=8).representation
+    assert narrow.lse_mix.out_features == 16 and narrow.lse_g[0].out_features == 8
+    assert narrow.layers[0].mlp_a[0].in_features == 2 * 16 + 64 + 32
+
+
+def test_substructure_chunks_are_exact(monkeypatch):
+    model = base.build("leftnet")
+    atoms = [base.rattled(molecule("CH3CH2OH"), 0.05, 1), molecule("C6H6")]
+    whole = base.run(model, atoms)
+    monkeypatch.setattr(leftnet, "CHUNK_ELEMENTS", 1)  # 32 edges per chunk
+    chunked = base.run(model, atoms)
+    for key in ("energy", "forces"):
+        assert np.abs(chunked[key] - whole[key]).max() < 1e-12
+
+
+@pytest.mark.parametrize("symmetry", ["E(3)", "SE(3)"])
+def test_node_frame_tensorisation_is_parity_correct(symmetry):
+    """v_i gains tensorize(b_i, F_i): polar in E(3) mode (e₂, a pseudovector, is skipped), so that the
+    equivariant features rotate with any orthogonal map; in SE(3) mode with proper rotations only."""
+    mol = base.rattled(molecule("CH3CH2OH"), 0.05, 3)
+    model = base.build("leftnet", symmetry=symmetry)
+    s, v = representation_outputs(model, mol)
+    for proper in (True, False):
+        Q = base.rotation(5, proper=proper)
+        image = mol.copy()
+        image.positions = mol.positions @ Q.T
+        s2, v2 = representation_outputs(model, image)
+        if proper or symmetry == "E(3)":
+            assert base.rel(s2, s) < 1e-9 and base.rel(v2, np.einsum("ab,nbf->naf", Q, v)) < 1e-9
+        else:
+            assert base.rel(s2, s) > 1e-6
+    # the tensorised term is there: the same weights without it give other vectors
+    without = base.build("leftnet", symmetry=symmetry)
+    for layer in without.representation.layers:
+        with torch.no_grad():
+            layer.update[-1].weight[3 * 16 :] = 0.0
+            layer.update[-1].bias[3 * 16 :] = 0.0
+    assert base.rel(representation_outputs(without, mol)[1], v) > 1e-3
+
+
+def test_fte_modes_and_gate():
+    mol = base.rattled(molecule("CH3CH2OH"), 0.05, 3)
+    energies = {mode: base.run(base.build("leftnet", fte=mode), mol)["energy"][0] for mode in leftnet.FTE_MODES}
+    assert len({round(float(e), 12) for e in energies.values()}) == len(energies)
+    summed = base.run(base.build("leftnet", fte_gate="sum"), mol)["energy"][0]
+    assert abs(summed - energies["frame"]) > 1e-6
+    for bad in ({"fte": "global"}, {"fte_gate": "max"}, {"vector_scale": "none"}, {"lse_channels": 17}):
+        with pytest.raises(InputError):
+            models.create("leftnet", hidden_channels=16, **bad)
+
+
+def test_vector_message_scaling():
+    """Published: Δv = Σ_j (v_j ⊙ β/√3 + ê ⊗ γ)/√H; "sqrt3": (v_j ⊙ β + ê ⊗ γ)/√3."""
+    h = 16
+    published = base.build("leftnet").representation.layers[0].vscale
+    ours = base.build("leftnet", vector_scale="sqrt3").representation.layers[0].vscale
+    assert published == pytest.approx((1 / np.sqrt(3 * h), 1 / np.sqrt(h)))
+    assert ours == pytest.approx((1 / np.sqrt(3), 1 / np.sqrt(3)))
+
+
+# ---------------------------------------------------------------------- sizes
+def test_presets_match_the_published_sizes():
+    rows = {row["preset"]: row for row in models.describe_presets() if row["name"] == "leftnet"}
+    assert set(rows) == {"leftnet-qm9", "leftnet-md17", "leftnet-cpu"}
+    assert abs(rows["leftnet-qm9"]["parameters"] / 8.0e6 - 1.0) < 0.10  # main_qm9.py: ≈ 8.0 M
+    # main_md17.py: ≈ 5.05 M including a direct force head (≈ 0.12 M) that this model does not have
+    assert abs(rows["leftnet-md17"]["parameters"] / 5.05e6 - 1.0) < 0.10
+    assert rows["leftnet-qm9"]["hparams"]["hidden_channels"] == 256 and rows["leftnet-md17"]["hparams"]["cutoff"] == 8.0
+    assert rows["leftnet-cpu"]["hparams"]["hidden_channels"] == 64
+    # with the released code's frame-free FTE the count is the released one (8,005,442) up to the
+    # heads and 119 instead of 95 elements
+    released = models.count_parameters(models.create("leftnet", preset="qm9", **RELEASED_FTE))
+    assert abs(released - 8_005_442) < 0.01 * 8_005_442
+
+
+def test_todays_variant_keeps_its_size():
+    assert models.count_parameters(models.create("leftnet", **TODAY)) == 1_130_794
+
+
+# ---------------------------------------------------------------------- physics in the other settings
+VARIANTS = {"SE(3)": {"symmetry": "SE(3)"}, "today": TODAY, "released FTE": {**RELEASED_FTE, "vector_scale": "sqrt3"}}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def model(request):
+    kwargs = dict(VARIANTS[request.param])
+    if "filter_hidden" in kwargs:  # today's widths at H = 16: filter hidden H, LSE H/4 channels
+        kwargs.update(filter_hidden=base.SMALL["hidden_channels"], lse_channels=base.SMALL["hidden_channels"] // 4)
+    return base.build("leftnet", **kwargs)
+
+
+def test_symmetries_and_cutoff(model):
+    base.test_rotation_translation_permutation(model)
+    base.test_mirror(model)
+    base.test_continuous_at_cutoff(model)
+
+
+def test_finite_on_symmetric_structures(model):
+    base.test_finite_on_symmetric_structures_including_training_gradients(model)
+
+
+@pytest.mark.parametrize("label,stdev", [("ethanol", 0.05), ("near-linear CO2", 1e-3), ("near-Td CH4", 1e-3)])
+def test_forces_match_finite_differences(model, label, stdev):
+    base.test_forces_match_finite_differences(model, label, stdev)
+
+
+def test_periodic_and_stress(model):
+    base.test_periodic_supercell_and_wrapping(model)
+    for crystal in (conftest.silicon(), conftest.triclinic()):
+        test_physics.test_stress_is_strain_derivative(model, crystal)
