@@ -119,7 +119,7 @@ def test_vector_message_scaling():
 # ---------------------------------------------------------------------- sizes
 def test_presets_match_the_published_sizes():
     rows = {row["preset"]: row for row in models.describe_presets() if row["name"] == "leftnet"}
-    assert set(rows) == {"leftnet-qm9", "leftnet-md17", "leftnet-cpu"}
+    assert set(rows) == {"leftnet-qm9", "leftnet-md17", "leftnet-cpu", "leftnet-lite"}
     assert abs(rows["leftnet-qm9"]["parameters"] / 8.0e6 - 1.0) < 0.10  # main_qm9.py: ≈ 8.0 M
     # main_md17.py: ≈ 5.05 M including a direct force head (≈ 0.12 M) that this model does not have
     assert abs(rows["leftnet-md17"]["parameters"] / 5.05e6 - 1.0) < 0.10
@@ -133,6 +133,8 @@ def test_presets_match_the_published_sizes():
 
 def test_todays_variant_keeps_its_size():
     assert models.count_parameters(models.create("leftnet", **TODAY)) == 1_130_794
+    assert models.count_parameters(models.create("leftnet", preset="lite")) == 1_130_794  # the same, as a preset
+    assert models.resolve_preset("leftnet-lite")[1].items() >= TODAY.items()
 
 
 # ---------------------------------------------------------------------- physics in the other settings

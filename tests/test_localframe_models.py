@@ -314,7 +314,7 @@ def test_periodic_supercell_and_wrapping(model):
 
 
 def test_models_doc_table_matches_the_registry():
-    """docs/models.md lists every model with its true parameter count and symmetry."""
+    """docs/models.md lists every model with its true parameter count and symmetry, and every preset."""
     from pathlib import Path
 
     from localframe import models
@@ -324,3 +324,7 @@ def test_models_doc_table_matches_the_registry():
         line = next((l for l in doc.splitlines() if l.startswith(f"| `{row['name']}` |")), None)
         assert line is not None, row["name"]
         assert f"{row['parameters']:,}" in line and row["symmetry"] in line
+    for row in models.describe_presets():  # and every preset with its true parameter count
+        line = next((l for l in doc.splitlines() if l.startswith(f"| `{row['preset']}` |")), None)
+        assert line is not None, row["preset"]
+        assert f"{row['parameters']:,}" in line, row["preset"]

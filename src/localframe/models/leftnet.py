@@ -156,6 +156,10 @@ class LEFTNet(Representation):
         "qm9": {"cutoff": 5.0, "hidden_channels": 256, "num_layers": 4, "num_radial": 32},
         "md17": {"cutoff": 8.0, "hidden_channels": 200, "num_layers": 4, "num_radial": 32},
         "cpu": {"cutoff": 5.0, "hidden_channels": 64, "num_layers": 4, "num_radial": 32},
+        # the cheaper LEFTNet of before 2026-12 (1,130,794 parameters): one shared, narrow MLP_A, a narrow LSE,
+        # node-frame coefficients as FTE input without tensorisation, vector messages over √3
+        "lite": {"cutoff": 5.0, "hidden_channels": 128, "num_layers": 4, "num_radial": 32, "shared_filter": True,
+                 "filter_hidden": 128, "lse_channels": 32, "lse_hidden": 8, "fte": "coefficients", "vector_scale": "sqrt3"},
     }
 
     def __init__(
