@@ -132,21 +132,25 @@ def lf():
     )
 
 
-@pytest.fixture(scope="module")
-def emt_water(tmp_path_factory) -> str:
-    """20 rattled water molecules labelled with ASE's EMT (energy, forces): an extxyz for short training runs."""
+def write_emt_frames(path, name: str, count: int, stdev: float, seed: int = 0) -> str:
+    """``count`` rattled copies of molecule ``name`` labelled with ASE's EMT (energy, forces), as an extxyz."""
     import ase.io
     from ase.calculators.emt import EMT
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     frames = []
-    for _ in range(20):
-        a = molecule("H2O")
-        a.positions += 0.05 * rng.normal(size=a.positions.shape)
+    for _ in range(count):
+        a = molecule(name)
+        a.positions += stdev * rng.normal(size=a.positions.shape)
         a.calc = EMT()
         a.info["energy"], a.arrays["forces"] = a.get_potential_energy(), a.get_forces()
         a.calc = None
         frames.append(a)
-    path = tmp_path_factory.mktemp("data") / "water.extxyz"
     ase.io.write(path, frames)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def emt_water(tmp_path_factory) -> str:
+    """20 rattled water molecules labelled with ASE's EMT (energy, forces): an extxyz for short training runs."""
+    return write_emt_frames(tmp_path_factory.mktemp("data") / "water.extxyz", "H2O", 20, 0.05)

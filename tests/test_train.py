@@ -12,7 +12,6 @@ import pytest
 import torch
 import yaml
 from ase.build import molecule
-from ase.calculators.emt import EMT
 
 import localframe
 from localframe.cli import main
@@ -21,27 +20,15 @@ from localframe.errors import InputError
 from localframe.train import config as configuration
 from localframe.train.run import train
 
+from conftest import write_emt_frames
+
 TINY = {"hidden_channels": 16, "num_layers": 2}
 
 
 @pytest.fixture(scope="module")
 def emt_data(tmp_path_factory):
     """60 rattled ethanol frames labelled with ASE's EMT potential (fast, smooth, eV and Å)."""
-    import ase.io
-
-    rng = np.random.default_rng(0)
-    frames = []
-    for _ in range(60):
-        a = molecule("CH3CH2OH")
-        a.positions += 0.08 * rng.normal(size=a.positions.shape)
-        a.calc = EMT()
-        a.info["energy"] = a.get_potential_energy()
-        a.arrays["forces"] = a.get_forces()
-        a.calc = None
-        frames.append(a)
-    path = tmp_path_factory.mktemp("data") / "ethanol_emt.extxyz"
-    ase.io.write(path, frames)
-    return str(path)
+    return write_emt_frames(tmp_path_factory.mktemp("data") / "ethanol_emt.extxyz", "CH3CH2OH", 60, 0.08)
 
 
 def config_dict(data_path, run_dir, **train):
