@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from ase.build import molecule
 
 import localframe
 from localframe.cli import main
