@@ -24,7 +24,7 @@ except ImportError:
 
 from localframe.errors import InputError  # noqa: E402
 from localframe.reference import label_file, labelling, sample, xtb  # noqa: E402
-from localframe.reference.frames import FrameAppender, split_frames  # noqa: E402
+from localframe.reference.extxyz_frames import FrameAppender, split_frames  # noqa: E402
 from localframe.reference.xtb import embed_smiles, partial_path  # noqa: E402
 
 PARACETAMOL = "CC(=O)Nc1ccc(O)cc1"

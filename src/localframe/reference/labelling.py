@@ -1,7 +1,7 @@
 """Labelling a structure file with xTB: written as it goes, resumable, in parallel.
 
 :func:`label_file` appends each labelled structure to the output as one whole, synced
-extended-XYZ frame (:mod:`localframe.reference.frames`) that records its place in the input,
+extended-XYZ frame (:mod:`localframe.reference.extxyz_frames`) that records its place in the input,
 ``info["source_index"]``, and the method, ``info["xtb_method"]``. A run that is killed keeps every
 frame it wrote; the same command again checks that the output belongs to this input and these
 settings, drops an unfinished last frame, and labels only what is missing. The structures are
@@ -33,7 +33,7 @@ from ase import Atoms
 from localframe.errors import InputError, one_line
 from localframe.files import atomic_open
 from localframe.progress import progress as progress_bar
-from localframe.reference.frames import FrameAppender, frame_text, split_frames
+from localframe.reference.extxyz_frames import FrameAppender, frame_text, split_frames
 from localframe.reference.xtb import (
     _check_method, _check_output, _count, _label_one, _read_structures, _store_labels, _structure_charge,
     tblite_calculator_class, tblite_threads,

@@ -36,7 +36,7 @@ from ase import Atoms, units  # noqa: E402
 
 from localframe.errors import InputError, one_line  # noqa: E402
 from localframe.progress import progress as progress_bar  # noqa: E402
-from localframe.reference.frames import FrameAppender, frame_text  # noqa: E402
+from localframe.reference.extxyz_frames import FrameAppender, frame_text  # noqa: E402
 
 __all__ = ["label", "sample", "METHODS", "embed_smiles", "tblite_calculator_class", "tblite_threads"]
 
