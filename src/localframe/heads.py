@@ -5,6 +5,10 @@ vectors (N, 3, F) when it has them; b is the structure atom i belongs to, N_b it
 
 Energy:   e_i = MLP(s_i);  E = Σ_i (scale · e_i + shift + E0[z_i])
           (E0: per-element reference energies; scale, shift: from the training split)
+          Options a representation may ask for (``Representation.head_options``):
+          ``readout="linear"``: e_i = wᵀs_i + c instead of the MLP (also for scalar targets);
+          ``element_affine=True``: a trainable per-element affine on top,
+          E = Σ_i (scale · α_{z_i} · e_i + shift + E0[z_i] + β_{z_i}),  α = 1, β = 0 at the start.
 
 Dipole:   q̃_i = MLP(s_i);  q_i = q̃_i + (Q_b − Σ_{k∈b} q̃_k) / N_b      so that Σ_{i∈b} q_i = Q_b
           μ_b = Σ_{i∈b} q_i (x_i − c_b) + Σ_{i∈b} W v_i,   c_b = (1/N_b) Σ_{i∈b} x_i
@@ -55,22 +59,32 @@ def columnwise(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _readout(channels: int) -> nn.Sequential:
-    return mlp([channels, max(channels // 2, 1), 1])
+READOUTS = ("mlp", "linear")
+
+
+def _readout(channels: int, kind: str = "mlp") -> nn.Module:
+    if kind not in READOUTS:
+        raise InputError(f"readout must be one of {READOUTS}, got {kind!r}")
+    return mlp([channels, max(channels // 2, 1), 1]) if kind == "mlp" else nn.Linear(channels, 1)
 
 
 class EnergyHead(nn.Module):
     """Total energy as a sum of atomic terms with per-element references and a scale and shift."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, readout: str = "mlp", element_affine: bool = False):
         super().__init__()
-        self.net = _readout(channels)
+        self.net = _readout(channels, readout)
         self.register_buffer("atom_ref", torch.zeros(N_ELEMENTS))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
+        # trainable α_z, β_z on top of the training-split scale and references (None: not used)
+        self.element_scale = nn.Parameter(torch.ones(N_ELEMENTS)) if element_affine else None
+        self.element_shift = nn.Parameter(torch.zeros(N_ELEMENTS)) if element_affine else None
 
     def atomic(self, scalars: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
         e = self.net(scalars).squeeze(-1)
+        if self.element_scale is not None:
+            return self.scale * self.element_scale[numbers] * e + self.shift + self.atom_ref[numbers] + self.element_shift[numbers]
         return self.scale * e + self.shift + self.atom_ref[numbers]
 
     def forward(self, scalars: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor, n_structures: int) -> torch.Tensor:
@@ -80,10 +94,10 @@ class EnergyHead(nn.Module):
 class DipoleHead(nn.Module):
     """Dipole moment from charge-conserving atomic charges plus, if available, atomic dipoles."""
 
-    def __init__(self, channels: int, has_vectors: bool):
+    def __init__(self, channels: int, has_vectors: bool, vector_channels: int | None = None):
         super().__init__()
         self.charge_net = _readout(channels)
-        self.vector_weights = nn.Linear(channels, 1, bias=False) if has_vectors else None
+        self.vector_weights = nn.Linear(vector_channels or channels, 1, bias=False) if has_vectors else None
 
     def charges(
         self, scalars: torch.Tensor, batch: torch.Tensor, n_structures: int, total_charge: torch.Tensor | None = None
@@ -119,12 +133,12 @@ class DipoleHead(nn.Module):
 class ScalarHead(nn.Module):
     """One per-structure scalar: an atomic readout, scaled and shifted, then summed or averaged."""
 
-    def __init__(self, channels: int, aggregation: str):
+    def __init__(self, channels: int, aggregation: str, readout: str = "mlp"):
         super().__init__()
         if aggregation not in AGGREGATIONS:
             raise InputError(f"aggregation must be one of {sorted(AGGREGATIONS)}, got {aggregation!r}")
         self.aggregation = aggregation
-        self.net = _readout(channels)
+        self.net = _readout(channels, readout)
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
         self.register_buffer("atom_ref", torch.zeros(N_ELEMENTS))

@@ -45,11 +45,15 @@ class AtomisticModel(nn.Module):
         self.name = name
         self.hparams = dict(hparams)
         self.metadata: dict[str, Any] = {}
-        channels = representation.hidden_channels
-        self.energy_head = EnergyHead(channels)
-        self.dipole_head = DipoleHead(channels, bool(representation.has_vectors)) if dipole else None
+        channels = representation.scalar_channels or representation.hidden_channels
+        options = dict(representation.head_options)
+        self.energy_head = EnergyHead(channels, **options)
+        self.dipole_head = (
+            DipoleHead(channels, bool(representation.has_vectors), representation.hidden_channels) if dipole else None
+        )
+        readout = options.get("readout", "mlp")
         self.target_heads = nn.ModuleDict(
-            {key: ScalarHead(channels, agg) for key, agg in check_targets(targets).items()}
+            {key: ScalarHead(channels, agg, readout) for key, agg in check_targets(targets).items()}
         )
 
     @property

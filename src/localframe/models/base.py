@@ -39,6 +39,11 @@ class Representation(nn.Module):
     #: Named hyperparameter sets, e.g. the paper's settings: ``{"qm9": {"hidden_channels": 256, ...}}``;
     #: selected as ``"<model>-<key>"`` (see :func:`localframe.models.resolve_preset`).
     presets: ClassVar[dict[str, dict]] = {}
+    #: Options of the shared heads (:mod:`localframe.heads`), e.g. ``{"readout": "linear", "element_affine": True}``
+    #: for a model whose paper reads its energy out that way; set per instance in ``__init__``.
+    head_options: dict = {}
+    #: Width of the returned scalars when it differs from ``hidden_channels`` (the vectors' width).
+    scalar_channels: int | None = None
 
     hidden_channels: int
     cutoff: float
