@@ -142,3 +142,71 @@ def test_presets(preset):
         assert abs(row["parameters"] / PUBLISHED_MP_PARAMETERS - 1) < 0.10, row["parameters"]
     else:
         assert row["parameters"] < models.count_parameters(models.create("alphanet"))
+
+
+def small_alphanet(**kwargs) -> models.AtomisticModel:
+    torch.manual_seed(0)
+    model = models.create("alphanet", hidden_channels=16, num_layers=2, num_radial=8, chi1=4, heads=2,
+                          hidden_chi=8, **kwargs)
+    return randomize(model, 6).double().eval()
+
+
+def ethanol_batch(rotation: torch.Tensor | None = None):
+    from ase.build import molecule
+
+    from localframe.data.batch import AtomsBatch
+
+    atoms = molecule("CH3CH2OH")
+    atoms.positions += torch.randn(len(atoms), 3, generator=generator(8), dtype=torch.float64).numpy() * 0.05
+    if rotation is not None:
+        atoms.positions = atoms.positions @ rotation.numpy().T
+    return AtomsBatch.from_atoms(atoms, cutoff=5.0, dtype=torch.float64)
+
+
+def test_published_readout_is_linear_in_s_and_the_complex_state_with_a_per_element_affine():
+    """E = Σ_i a_{z_i} (wᵀ s_i + uᵀ [Re q_i, Im q_i]/χ₁ + c) + b_{z_i}, a_z = scale · α_z,
+    b_z = shift + E0[z] + β_z, checked by hand on the representation's outputs; α and β are trained."""
+    model = small_alphanet()
+    head, body = model.energy_head, model.representation
+    assert isinstance(head.net, torch.nn.Linear) and head.net.in_features == 16 + 2 * 4
+    assert body.state_out is None and head.element_scale.requires_grad and head.element_shift.requires_grad
+    with torch.no_grad():
+        head.scale.fill_(0.7)
+        head.shift.fill_(-0.3)
+        head.atom_ref.copy_(torch.randn(head.atom_ref.shape, generator=generator(9), dtype=torch.float64))
+    batch = ethanol_batch()
+    x, _ = body(batch.numbers, batch.edge_index, batch.edge_vectors(batch.positions, batch.cell), batch.batch, 1)
+    s, q = x[:, :16], x[:, 16:].view(-1, 2, 4)  # [s | Re q / χ₁ | Im q / χ₁]
+    assert torch.all(torch.linalg.vector_norm(q, dim=1) <= 1 / 4 + 1e-12)  # unit complex states / χ₁
+    assert torch.all(torch.linalg.vector_norm(q, dim=1) > 0.2 / 4)  # and not zero
+    w, c = head.net.weight[0], head.net.bias[0]
+    z = batch.numbers
+    e = s @ w[:16] + q.flatten(1) @ w[16:] + c
+    expected = (0.7 * head.element_scale[z] * e + (-0.3 + head.atom_ref[z] + head.element_shift[z])).sum()
+    energy = model(batch, forces=False)["energy"]
+    assert torch.allclose(energy[0], expected, rtol=1e-12, atol=1e-12)
+    energy.sum().backward()
+    assert head.element_scale.grad[z].abs().min() > 0 and head.element_shift.grad[1] == (z == 1).sum()
+
+
+def test_mlp_readout_option_is_the_model_of_before():
+    """readout="mlp": x = s + W_q [Re q, Im q]/χ₁ to the shared MLP head, the 2,881,570 parameters of before."""
+    model = models.create("alphanet", readout="mlp")
+    assert models.count_parameters(model) == 2_881_570
+    assert isinstance(model.energy_head.net, torch.nn.Sequential) and model.energy_head.element_scale is None
+    small = small_alphanet(readout="mlp")
+    R = torch.linalg.qr(torch.randn(3, 3, generator=generator(10), dtype=torch.float64))[0]
+    a, b = small(ethanol_batch()), small(ethanol_batch(R))
+    assert torch.allclose(a["energy"], b["energy"], rtol=1e-10) and torch.allclose(b["forces"], a["forces"] @ R.T, atol=1e-10)
+    with pytest.raises(Exception, match="readout"):
+        models.create("alphanet", readout="linear")
+
+
+def test_published_readout_feeds_every_head():
+    """The dipole head reads H-wide vectors and (H + 2χ₁)-wide scalars; scalar targets read linearly."""
+    model = models.create("alphanet", hidden_channels=16, num_layers=2, num_radial=8, chi1=4, heads=2, hidden_chi=8,
+                          dipole=True, targets={"gap": "mean"}).double().eval()
+    assert model.dipole_head.vector_weights.in_features == 16
+    assert isinstance(model.target_heads["gap"].net, torch.nn.Linear)
+    out = model(ethanol_batch())
+    assert out["dipole"].shape == (1, 3) and out["gap"].shape == (1,)

@@ -35,8 +35,15 @@ Complex numbers are stored as (re, im) pairs; n(z) = z / √(|z|² + ε²) is th
    g. FTE  [U, V] = W_uv v_i,  [a₁, a₂, a₃] = MLP([s_i, ‖U‖₂]),
       s_i ← s_i + (a₁ + a₂ + ⟨U, V⟩/√H) / √2,   v_i ← v_i + a₃ ⊙ V
 
-4. Readout features x_i = s_i + W_q [Re q_i, Im q_i] / χ₁ go to the shared energy head, which adds the
-   per-element affine: E = Σ_i (scale · e_i + shift + E0[z_i]) (published: Σ_i a_{z_i} e_i + b_{z_i}).
+4. Readout as published (``readout="published"``): the representation returns x_i = [s_i, Re q_i / χ₁,
+   Im q_i / χ₁] ∈ ℝ^{H+2χ₁}, and the shared energy head reads it linearly with a trainable per-element affine
+   (head options ``readout="linear", element_affine=True``):
+       e_i = wᵀ s_i + uᵀ [Re q_i, Im q_i] / χ₁ + c,    E = Σ_i (a_{z_i} e_i + b_{z_i}),
+       a_z = scale · α_z,  b_z = shift + E0[z] + β_z   (α_z = 1, β_z = 0 at the start; α, β trained)
+   — the released ``last_layer(s) + last_layer_quantum(q)/χ₁`` followed by ``a[z] · e + b[z]``, with a and b
+   initialised from the training split (scale; per-element least-squares references) instead of the config's
+   force std and mean energy per atom. ``readout="mlp"``: x_i = s_i + W_q [Re q_i, Im q_i] / χ₁ ∈ ℝ^H to the
+   shared MLP head with one global scale and shift (the earlier readout).
 
 Computation. W_Φ and K fold into one real H × 2χ₂ matrix, and D has rank ≤ 2 in (k, l), so that
 κ = (Σ_k α_k conv_k) W^D δ + (Σ_k conv_k)(W^D 1 + c^D) — the same function at O(χ₁) per edge.
@@ -60,9 +67,9 @@ Departures from the published code, and why:
 * L2 norm in FTE (the published L1 norm over x, y, z is not rotation invariant);
 * one χ₁ for the message phases and the state (published: mp_chi1 = main_chi1 = 24); no dropout; the
   last layer computes no next phase, and the unused fc_dx / unitary parameters are not created;
-* per-element affine: b_z is the head's shift + E0[z] (least squares on the training split instead
-  of the mean energy per atom), a_z its scale (one value from the training split, not per element,
-  not trained); the head reads x_i through its MLP rather than one linear map.
+* readout: the released two biases (of w and u) are one (c), and b_z starts at the least-squares
+  reference of element z plus the head's shift rather than at one mean energy per atom; a_z starts at the
+  training split's energy scale (force RMS with forces) rather than the config's ``a``; 119 elements, not 108.
 """
 
 from __future__ import annotations
@@ -80,6 +87,9 @@ from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.frames import build_frame, check_symmetry, neighbour_centroid, normalize, safe_norm, scalarize
 from localframe.nn.radial import BesselBasis
 from localframe.nn.scatter import gather, scatter_sum
+
+#: ``readout`` values: the released linear readout with the complex term and a per-element affine, or the shared MLP head.
+READOUTS = ("published", "mlp")
 
 #: ε of the unit-complex map n(z) (dimensionless; κ′ and the states are O(1) at initialisation).
 PHASE_EPS = 0.1
@@ -206,6 +216,7 @@ class AlphaNet(Representation):
         hidden_chi: int = 96,
         lse_hidden: int = 8,
         symmetry: str = "E(3)",
+        readout: str = "published",
     ):
         super().__init__()
         h = self.hidden_channels = int(hidden_channels)
@@ -215,6 +226,12 @@ class AlphaNet(Representation):
         self.symmetry = check_symmetry(symmetry)
         self.chiral = self.symmetry == "SE(3)"
         self.chi1 = int(chi1)
+        if readout not in READOUTS:
+            raise InputError(f"alphanet: readout must be one of {READOUTS}, got {readout!r}")
+        self.readout = readout
+        if readout == "published":  # [s, Re q/χ₁, Im q/χ₁] read linearly, per-element affine (step 4)
+            self.scalar_channels = h + 2 * self.chi1
+            self.head_options = {"readout": "linear", "element_affine": True}
         self.envelope = PolynomialCutoff(cutoff)
         self.radial = BesselBasis(cutoff, num_radial, trainable=True)
         self.radial_mlp = mlp([num_radial, h, h])
@@ -228,7 +245,7 @@ class AlphaNet(Representation):
             AlphaLayer(h, num_radial, self.chi1, int(chi2), int(heads), int(hidden_chi), k == num_layers - 1)
             for k in range(num_layers)
         )
-        self.state_out = nn.Linear(2 * self.chi1, h, bias=False)  # W_q
+        self.state_out = nn.Linear(2 * self.chi1, h, bias=False) if readout == "mlp" else None  # W_q
 
     def substructure(self, S, frame, endpoint):
         """t^u (E, H): endpoint u's neighbourhood summary S_u read in the edge frame (step 2)."""
@@ -257,5 +274,6 @@ class AlphaNet(Representation):
         for layer in self.layers:
             s, v, q, rho = layer(s, v, q, rho, A, phi, unit, u, edge_index)
         # 4. readout features
-        out = s + self.state_out(q.transpose(1, 2).flatten(1)) / self.chi1  # [Re q | Im q]
+        q = q.transpose(1, 2).flatten(1) / self.chi1  # [Re q | Im q] / χ₁
+        out = torch.cat([s, q], dim=-1) if self.state_out is None else s + self.state_out(q)
         return out, (v if v is not None else s.new_zeros(n, 3, self.hidden_channels))
