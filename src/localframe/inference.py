@@ -53,7 +53,8 @@ from ase import Atoms
 from localframe.data.batch import MIN_DISTANCE, AtomsBatch
 from localframe.data.neighbors import neighbor_pairs
 from localframe.errors import InputError
-from localframe.io import DTYPES, check_elements, known_elements, load_model
+from localframe.dtypes import torch_dtype
+from localframe.io import check_elements, known_elements, load_model
 from localframe.models.atomistic import AtomisticModel
 
 __all__ = ["VerletNeighborList", "Evaluator", "load_models", "compile_model", "evaluate_many"]
@@ -143,7 +144,7 @@ def load_models(
     dtype: str | torch.dtype = "float32",
 ) -> list[AtomisticModel]:
     """Private eval-mode copies of one or several models (objects or model files) in ``dtype``."""
-    dtype = _torch_dtype(dtype)
+    dtype = torch_dtype(dtype)
     items = list(models) if isinstance(models, (list, tuple)) else [models]
     if not items:
         raise InputError("no model given (an empty committee)")
@@ -169,14 +170,6 @@ def compile_model(model: AtomisticModel) -> AtomisticModel:
     return model
 
 
-def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if str(dtype) not in DTYPES:
-        raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return DTYPES[str(dtype)]
-
-
 # ---------------------------------------------------------------------------------- evaluation
 class Evaluator:
     """Energy, forces, stress (and dipole) of one model or a committee, with neighbour-list reuse.
@@ -193,7 +186,7 @@ class Evaluator:
 
     def __init__(self, models, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
                  skin: float = 0.0, compile: bool = False, allow_unseen_elements: bool = False):
-        self.dtype = _torch_dtype(dtype)
+        self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
         self.models = load_models(models, self.device, self.dtype)
         #: the elements every member was trained on (None: not recorded, or unseen elements allowed)

@@ -26,12 +26,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from localframe.dtypes import torch_dtype
 from localframe.errors import InputError, one_line
 from localframe.files import atomic_open
 
 FORMAT = "localframe-model"
 FORMAT_VERSION = 1
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def save_model(model, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
@@ -109,11 +109,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
 
 
 def _dtype(dtype: torch.dtype | str | None, source: str | None = None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype) not in DTYPES:
-        raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}", source)
-    return DTYPES[str(dtype)]
+    return None if dtype is None else torch_dtype(dtype, source)
 
 
 def _load_problem(err: BaseException) -> str:

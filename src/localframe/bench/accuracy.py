@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from localframe.bench import common, workloads
+from localframe import dtypes
 from localframe.progress import Progress
 
 
@@ -155,11 +156,12 @@ def train_one(prepared: Prepared, name: str, seed: int, budget_minutes: float, d
     import lightning as L
 
     from localframe.train.config import TrainConfig
+    from localframe.train.trainer import build_trainer
     from localframe.train.data import loader
     from localframe.train.module import Task
 
     spec, norm = prepared.spec, prepared.norm
-    torch_dtype = common.DTYPES[dtype]
+    torch_dtype = dtypes.torch_dtype(dtype)
     hparams = {"avg_num_neighbors": prepared.avg_neighbors} if name == "mace" else {}
     model = common.build(name, cutoff=cutoff, dtype=torch_dtype, seed=seed, targets=prepared.targets, **hparams)
     norm.apply(model)
@@ -177,10 +179,9 @@ def train_one(prepared: Prepared, name: str, seed: int, budget_minutes: float, d
     bar = Progress(None, f"accuracy {spec.name} {name} seed {seed}").start()
     budget = _budget_callback(task_module, 60.0 * budget_minutes, evaluate, record, bar)
     L.seed_everything(seed, workers=True, verbose=False)
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=tc.max_epochs, gradient_clip_val=tc.clip_grad, callbacks=[budget],
-        precision="64-true" if torch_dtype == torch.float64 else "32-true", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, inference_mode=False, num_sanity_val_steps=0,
+    trainer = build_trainer(
+        dtype, accelerator="cpu", devices=1, max_epochs=tc.max_epochs, gradient_clip_val=tc.clip_grad,
+        callbacks=[budget], enable_checkpointing=False, inference_mode=False, num_sanity_val_steps=0,
         limit_val_batches=0,
     )
     wall = time.perf_counter()
@@ -220,9 +221,9 @@ def run(names: list[str], task_names: list[str], budget_minutes: float, seeds: i
         quick: bool = False, data_dir: str | Path = "runs/bench/data", log: Callable[[str], None] = print,
         save: Callable[[dict], Any] | None = None) -> dict[str, Any]:
     """Train every model on every task for ``seeds`` seeds; returns a JSON-ready dict."""
-    for logger in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
-                   "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
+    from localframe.train.trainer import quiet_lightning
+
+    quiet_lightning(logging.ERROR)
     result: dict[str, Any] = {
         "suite": "accuracy", "environment": common.environment(threads, dtype),
         "settings": {"budget_minutes": budget_minutes, "seeds": seeds, "models": list(names), "tasks": list(task_names),
@@ -250,7 +251,7 @@ def run(names: list[str], task_names: list[str], budget_minutes: float, seeds: i
                                      "n_train": spec.n_train, "n_val": spec.n_val, "rows": []}
             result["tasks"][task_name] = entry
             try:
-                prepared = prepare(spec, cutoff, common.DTYPES[dtype], Path(data_dir), log)
+                prepared = prepare(spec, cutoff, dtypes.torch_dtype(dtype), Path(data_dir), log)
             except Exception as err:
                 entry["skipped"] = f"data not available: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
                 log(f"accuracy {task_name}: {entry['skipped']}")

@@ -27,7 +27,6 @@ import torch
 from localframe import models
 from localframe.bench import peers
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 VERSION_PACKAGES = ("localframe", "torch", "numpy", "ase", "vesin", "lightning", "tblite", "torch_geometric",
                     "mace-torch", "e3nn")
 

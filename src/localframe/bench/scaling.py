@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from localframe import dtypes
 from localframe.bench import common, workloads
 from localframe.data.batch import AtomsBatch
 
@@ -256,7 +257,7 @@ def run(names: list[str], threads: int = 1, dtype: str = "float32", sizes: tuple
     it (:func:`localframe.bench.common.tune_allocator`, for the rest of the process), so large
     tensors reuse memory instead of faulting in fresh pages on every call; peak memory is then
     not meaningful (memory from earlier calls is reused) and is not reported."""
-    torch_dtype = common.DTYPES[dtype]
+    torch_dtype = dtypes.torch_dtype(dtype)
     tuned = allocator == "tuned" and common.tune_allocator()
     if allocator == "tuned" and not tuned:
         log("scaling: could not tune the allocator (not glibc?); measuring with the default one")

@@ -26,6 +26,7 @@ import torch
 
 from localframe.bench import common, workloads
 from localframe.data.batch import AtomsBatch
+from localframe import dtypes
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def run(names: list[str], threads: int = 1, dtype: str = "float32", warmup: int 
         quick: bool = False, cutoff: float = 5.0, max_seconds: float = 20.0, workload_names: list[str] | None = None,
         log: Callable[[str], None] = print, save: Callable[[dict], Any] | None = None) -> dict[str, Any]:
     """Time every model in ``names`` on every workload; returns a JSON-ready dict."""
-    torch_dtype = common.DTYPES[dtype]
+    torch_dtype = dtypes.torch_dtype(dtype)
     result: dict[str, Any] = {"suite": "speed", "environment": common.environment(threads, dtype),
                               "settings": {"warmup": warmup, "repeats": repeats, "max_seconds": max_seconds,
                                            "cutoff": cutoff, "quick": quick, "models": list(names)},
@@ -151,7 +152,7 @@ def profile(name: str, workload: str = "qm9", mode: str = "train", threads: int 
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    torch_dtype = common.DTYPES[dtype]
+    torch_dtype = dtypes.torch_dtype(dtype)
     spec = WORKLOADS[workload]
     train_structures, infer_structures, _ = spec.make(False)
     with common.threads(threads):

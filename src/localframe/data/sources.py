@@ -63,10 +63,21 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def load(spec: str | Path, notify: Callable[[str], None] | None = _stderr, **options: Any) -> StructureSet:
+def aggregation(target: str) -> str:
+    """How atom contributions add up to a scalar target: QM9's table (``"sum"`` for extensive targets,
+    ``"mean"`` for intensive ones such as the HOMO-LUMO gap); ``"sum"`` for any other label."""
+    return qm9.AGGREGATION.get(target, "sum")
+
+
+def load(spec: str | Path, notify: Callable[[str], None] | None = _stderr, selection: dict[str, Any] | None = None,
+         **options: Any) -> StructureSet:
     """Load a data source. Options: ``keys``, ``units``, ``extra``, ``format`` (files; ``extra`` and
     ``format`` for ASE files only); ``targets``, ``n_train``, ``n_val``, ``seed`` (QM9). Options left
     empty (``None``, ``{}``) are ignored; one the source does not take raises :class:`InputError`.
+
+    ``selection`` holds what a training run asks of any source (``targets``, ``n_train``, ``n_val``,
+    ``seed``): a source that can select by them (QM9 reads only the split it is asked for) gets them;
+    for the others the training run makes the split and checks the targets itself.
 
     What the reader decided on its own (a discovered label key, units stored in the file or
     documented for its layout) is in the result's ``notes`` and passed, one line each prefixed
@@ -77,6 +88,9 @@ def load(spec: str | Path, notify: Callable[[str], None] | None = _stderr, **opt
     kind = _kind(spec, options.get("format"))
     loader = LOADERS[kind]
     accepted = list(inspect.signature(loader).parameters)[1:]
+    for name, value in (selection or {}).items():
+        if name in accepted and _given(value) and name not in options:
+            options[name] = value
     wrong = [name for name in options if name not in accepted]
     if wrong:
         named = ", ".join(f"{FLAGS[name]} ({name}=)" if name in FLAGS else repr(name) for name in wrong)

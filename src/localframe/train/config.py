@@ -221,10 +221,10 @@ def _dry_run(name: str, cutoff: float, hparams: dict, dtype: str) -> None:
     forces with frozen weights (as validation and inference do); raises what the model raises."""
     import torch
 
-    from localframe import models
+    from localframe import dtypes, models
     from localframe.data.batch import AtomsBatch
 
-    torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+    torch_dtype = dtypes.torch_dtype(dtype)
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):  # leaves the caller's random state
         warnings.simplefilter("ignore")  # e.g. zero-element tensors: the failure below says it better
         model = models.create(name, cutoff=cutoff, **hparams).to(torch_dtype)

@@ -12,6 +12,7 @@ import torch
 from localframe.data.batch import AtomsBatch
 from localframe.files import write_text
 from localframe.models import AtomisticModel
+from localframe.train import outputs
 
 # label -> unit of its error, for reports
 ERROR_UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³", "dipole": "e·Å"}
@@ -20,9 +21,8 @@ ERROR_UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "forces": "eV/Å", 
 def predict(model: AtomisticModel, batches, labels: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(predicted, reference) arrays per label over all batches; energies also per atom."""
     model.eval()
-    wants_forces = "forces" in labels
-    wants_stress = "stress" in labels
-    wants_dipole = "dipole" in labels and model.has_dipole
+    wants = outputs.requested(labels, model.has_dipole)
+    wants_forces, wants_stress, wants_dipole = wants["forces"], wants["stress"], wants["dipole"]
     pairs: dict[str, tuple[list, list]] = {}
 
     def add(key, pred, ref):

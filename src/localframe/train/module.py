@@ -28,6 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from localframe.data.batch import AtomsBatch
 from localframe.files import atomic_open
 from localframe.models import AtomisticModel
+from localframe.train import outputs
 from localframe.train.config import LossWeights, TrainConfig
 from localframe.train.rundir import writing
 
@@ -84,12 +85,7 @@ class Task(L.LightningModule):
         return self.ema.module if self.ema is not None else self.model
 
     def _wants(self) -> dict[str, bool]:
-        w = self.cfg.weights
-        return {
-            "forces": "forces" in self.labels and w.forces > 0,
-            "stress": "stress" in self.labels and w.stress > 0,
-            "dipole": "dipole" in self.labels and w.dipole > 0 and self.model.has_dipole,
-        }
+        return outputs.requested(self.labels, self.model.has_dipole, self.cfg.weights)
 
     def _errors(self, model: AtomisticModel, batch: AtomsBatch) -> dict[str, tuple[torch.Tensor, torch.Tensor | float]]:
         """Per label: the errors in physical units (flattened) and the scale that normalises them."""

@@ -12,9 +12,7 @@ RUN_DIR/
 from __future__ import annotations
 
 import csv
-import logging
 import time
-import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,20 +22,19 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from localframe import models
-from localframe.data import qm9, sources
-from localframe.errors import InputError, one_line
+from localframe.data import sources
+from localframe.dtypes import torch_dtype
+from localframe.errors import InputError
 from localframe.io import save_model
 from localframe.progress import Progress
 from localframe.train import config as configuration
+from localframe.train import outputs
 from localframe.train.data import GraphDataset, loader, make_splits, normalization
 from localframe.train.evaluate import ERROR_UNITS, learning_curve, metrics, parity_plots, predict, write_json
 from localframe.train.module import AtomicCheckpointIO, Task
 from localframe.train.rundir import writing
+from localframe.train.trainer import build_trainer, quiet_lightning
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# Some models hold parameters that never reach the energy (a last vector update, an unused head):
-# plain DDP would stop on them, so "ddp" means DDP that tolerates unused parameters.
-STRATEGIES = {"ddp": "ddp_find_unused_parameters_true"}
 
 
 class MetricsCSV(Callback):
@@ -110,36 +107,15 @@ def _value(t) -> str:
 
 
 def target_aggregations(cfg: configuration.RunConfig) -> dict[str, str]:
-    """Scalar targets and how atoms add up to them (QM9's table; 'sum' for anything else)."""
-    return {name: qm9.AGGREGATION.get(name, "sum") for name in cfg.data.targets}
-
-
-def _quiet_lightning() -> None:
-    """Keep the console to our progress bar and results: no accelerator banners, tips or deprecations."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*treespec.*")
-    warnings.filterwarnings("ignore", message=".*weights_only.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # checkpoints/ of a resumed run
+    """Scalar targets and how atoms add up to them (see :func:`localframe.data.sources.aggregation`)."""
+    return {name: sources.aggregation(name) for name in cfg.data.targets}
 
 
 def _trainer(cfg: configuration.RunConfig, probe: bool = False, **options) -> L.Trainer:
-    """A Lightning Trainer on the config's hardware (accelerator, devices, nodes, strategy, precision).
-    ``probe=True`` builds a throwaway one to check those settings: what Lightning refuses is an InputError."""
+    """A Lightning Trainer on the config's hardware (see :func:`localframe.train.trainer.build_trainer`)."""
     t = cfg.trainer
-    settings = dict(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-                    strategy=STRATEGIES.get(t.strategy, t.strategy),
-                    precision="64-true" if cfg.train.dtype == "float64" else "32-true",
-                    logger=False, enable_progress_bar=False, enable_model_summary=False)
-    if not probe:
-        return L.Trainer(**settings, **options)
-    try:
-        return L.Trainer(**settings, enable_checkpointing=False)
-    except Exception as err:  # noqa: BLE001 - Lightning's MisconfigurationException, ValueError, TypeError, ...
-        raise InputError(f"trainer settings (accelerator {t.accelerator!r}, devices {t.devices!r}, strategy "
-                         f"{t.strategy!r}, num_nodes {t.num_nodes}, train.dtype {cfg.train.dtype}): "
-                         f"{one_line(err, 300)}") from None
+    return build_trainer(cfg.train.dtype, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                         strategy=t.strategy, probe=probe, **options)
 
 
 def _check_weights(weights: configuration.LossWeights, labels, targets, source: str) -> None:
@@ -163,7 +139,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         raise InputError("nothing to resume: no checkpoints/last.ckpt", str(run))
     if not resume and last.exists():
         raise InputError("already holds a run; resume it with --resume or choose another run_dir", str(run))
-    _quiet_lightning()
+    quiet_lightning()
     _trainer(cfg, probe=True)  # the hardware settings, before any work
     with writing(run / "config.yaml", run):
         run.mkdir(parents=True, exist_ok=True)
@@ -172,13 +148,12 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     L.seed_everything(tc.seed, workers=True, verbose=False)
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    dtype = DTYPES[tc.dtype]
+    dtype = torch_dtype(tc.dtype)
 
     # data: splits, graphs, statistics of the training split
-    options = {"keys": cfg.data.keys, "units": cfg.data.units, "format": cfg.data.format}
-    if cfg.data.source.lower() == "qm9":
-        options = {"targets": cfg.data.targets, "n_train": cfg.data.n_train, "n_val": cfg.data.n_val, "seed": cfg.data.split_seed}
-    data = sources.load(cfg.data.source, **options)
+    data = sources.load(cfg.data.source, keys=cfg.data.keys, units=cfg.data.units, format=cfg.data.format,
+                        selection=dict(targets=cfg.data.targets, n_train=cfg.data.n_train, n_val=cfg.data.n_val,
+                                       seed=cfg.data.split_seed))
     targets = target_aggregations(cfg)
     missing = [t for t in targets if t not in data.labels]
     if missing:
@@ -195,7 +170,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     norm.apply(model)
     task = Task(model, tc, data.labels, norm.energy_scale, norm.target_scales)
 
-    learned = [k for k in data.labels if k in ("energy", "forces", "stress", "dipole") or k in targets]
+    learned = outputs.learned(data.labels, targets)
     callbacks = [
         ModelCheckpoint(dirpath=run / "checkpoints", filename="last", train_time_interval=timedelta(minutes=tc.checkpoint_minutes),
                         save_top_k=1, enable_version_counter=False),
