@@ -7,6 +7,7 @@ from ase.units import Hartree, kcal, mol
 
 from localframe.data import qm9, readers, sources, units
 from localframe.data.batch import AtomsBatch
+from localframe.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +177,12 @@ def test_float64_on_request():
 
     assert AtomsBatch.from_atoms(a, 2.0).positions.dtype == torch.float32
     assert AtomsBatch.from_atoms(a, 2.0, dtype=torch.float64).positions.dtype == torch.float64
+
+
+def test_options_a_source_does_not_take_are_errors_and_a_training_selection_is_not():
+    with pytest.raises(InputError, match=r"--key \(keys=\) does not apply to QM9"):
+        sources.load("qm9", keys={"energy": "E"})
+    with pytest.raises(InputError, match=r"'n_train' does not apply to an ASE file"):
+        sources.load("water.xyz", n_train=10)
+    assert sources.aggregation("gap") == "mean" and sources.aggregation("U0_atom") == "sum"
+    assert sources.aggregation("my_label") == "sum"
