@@ -50,7 +50,8 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from localframe.data.batch import MIN_DISTANCE, AtomsBatch
+from localframe.data.batch import AtomsBatch
+from localframe.data.convert import AtomsConverter, restrict
 from localframe.data.neighbors import neighbor_pairs
 from localframe.errors import InputError
 from localframe.dtypes import torch_dtype
@@ -194,9 +195,9 @@ class Evaluator:
         if compile:
             for model in self.models:
                 compile_model(model)
-        self.compiled = bool(compile)
         self.cutoffs = [m.cutoff for m in self.models]
         self.neighbors = VerletNeighborList(max(self.cutoffs), skin)
+        self.converter = AtomsConverter(self.neighbors.cutoff, self.dtype, self.device, self.neighbors.pairs, self.elements)
         #: (i, j, distance Å) of the closest pair at the last call, (-1, -1, inf) without pairs
         self.closest: tuple[int, int, float] | None = None
 
@@ -212,64 +213,22 @@ class Evaluator:
         """Raise :class:`InputError` if ``numbers`` hold an element a member was not trained on."""
         check_elements(self.elements, numbers, source, index)
 
-    def batch(self, atoms: Atoms, charge: float | None = None) -> tuple[AtomsBatch, torch.Tensor]:
-        """The one-structure batch of ``atoms`` with the current pairs, and the pair distances (Å)."""
-        self.check_elements(atoms.numbers)
-        positions = np.asarray(atoms.positions, dtype=np.float64)
-        if not np.isfinite(positions).all():
-            k = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
-            raise InputError(f"non-finite coordinates (NaN or inf) at atom {k}")
-        pbc = np.asarray(atoms.pbc, dtype=bool)
-        cell = np.asarray(atoms.cell.array, dtype=np.float64) if pbc.any() else np.zeros((3, 3))
-        edges, shifts, distances = self.neighbors.pairs(positions, cell, pbc)
-        self.closest = (-1, -1, float("inf"))
-        if len(distances):
-            k = int(distances.argmin())
-            self.closest = (int(edges[0, k]), int(edges[1, k]), float(distances[k]))
-        if self.closest[2] < MIN_DISTANCE:
-            raise InputError(f"atoms {int(edges[0, k])} and {int(edges[1, k])} are {float(distances[k]):.3g} Å "
-                             f"apart (closer than {MIN_DISTANCE} Å)")
-        if charge is not None:
-            try:
-                charge = float(charge)
-            except (TypeError, ValueError):
-                raise InputError(f"label 'charge' is not numeric: {charge!r}") from None
-            if not np.isfinite(charge):
-                raise InputError("label 'charge' contains NaN or inf")
-        n = len(atoms)
-        dev, dt = self.device, self.dtype
-        batch = AtomsBatch(
-            numbers=torch.as_tensor(atoms.numbers, dtype=torch.long, device=dev),
-            positions=torch.from_numpy(positions).to(device=dev, dtype=dt),
-            cell=torch.from_numpy(cell).to(device=dev, dtype=dt).unsqueeze(0),
-            pbc=torch.from_numpy(pbc).to(dev).unsqueeze(0),
-            batch=torch.zeros(n, dtype=torch.long, device=dev),
-            n_atoms=torch.tensor([n], dtype=torch.long, device=dev),
-            edge_index=edges.to(dev),
-            cell_shifts=shifts.to(device=dev, dtype=dt),
-            cutoff=self.neighbors.cutoff,
-            labels={} if charge is None else {"charge": torch.tensor([charge], dtype=dt, device=dev)},
-        )
-        return batch, distances
+    def batch(self, atoms: Atoms, charge: bool = False) -> tuple[AtomsBatch, torch.Tensor]:
+        """The one-structure batch of ``atoms`` with the current pairs, and the pair distances (Å).
+
+        Built by the one converter (:class:`localframe.data.convert.AtomsConverter`) with this
+        evaluator's Verlet list and the members' training elements; ``charge=True`` carries
+        ``atoms.info["charge"]`` when set (for dipole heads)."""
+        batch = self.converter(atoms, optional=("charge",) if charge else (), first_index=None)
+        self.closest = self.converter.closest[0]
+        return batch, self.converter.distances
 
     def __call__(self, atoms: Atoms, stress: bool = False, dipole: bool = False) -> dict[str, np.ndarray]:
-        batch, distances = self.batch(atoms, atoms.info.get("charge") if dipole else None)
-        outputs = [model(_member_batch(batch, distances, cutoff), forces=True, stress=stress, dipole=dipole)
+        batch, distances = self.batch(atoms, charge=dipole)
+        outputs = [model(restrict(batch, distances, cutoff), forces=True, stress=stress, dipole=dipole)
                    for model, cutoff in zip(self.models, self.cutoffs)]
         return {key: value[0] if key in ("energy", "energies", "energy_std", "stress", "stress_std", "dipole") else value
                 for key, value in combine(outputs).items()}
-
-
-def _member_batch(batch: AtomsBatch, distances: torch.Tensor, cutoff: float) -> AtomsBatch:
-    """``batch`` restricted to the pairs within ``cutoff`` (for committees with different cutoffs)."""
-    if cutoff >= batch.cutoff:
-        return batch
-    keep = (distances < cutoff).to(batch.device)
-    return AtomsBatch(
-        numbers=batch.numbers, positions=batch.positions, cell=batch.cell, pbc=batch.pbc, batch=batch.batch,
-        n_atoms=batch.n_atoms, edge_index=batch.edge_index[:, keep], cell_shifts=batch.cell_shifts[keep],
-        cutoff=cutoff, labels=batch.labels,
-    )
 
 
 def combine(outputs: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
@@ -320,18 +279,15 @@ def evaluate_many(
     structures = [atoms_list] if isinstance(atoms_list, Atoms) else list(atoms_list)
     if not structures:
         raise InputError("no structures to evaluate")
-    for k, atoms in enumerate(structures):
-        evaluator.check_elements(atoms.numbers, index=k)
     if stress is None:
         stress = all(bool(a.pbc.all()) for a in structures)
-    cutoff = max(evaluator.cutoffs)
+    converter = AtomsConverter(max(evaluator.cutoffs), evaluator.dtype, evaluator.device, elements=evaluator.elements)
     parts: dict[str, list] = {}
     for start in range(0, len(structures), int(batch_size)):
         chunk = structures[start : start + int(batch_size)]
-        batch = AtomsBatch.from_atoms(chunk, cutoff=cutoff, dtype=evaluator.dtype, first_index=start)
-        batch = batch.to(device=evaluator.device)
-        distances = batch.edge_vectors().norm(dim=-1)
-        outputs = [model(_member_batch(batch, distances, c), forces=True, stress=stress, dipole=False)
+        batch = converter(chunk, first_index=start)
+        distances = converter.distances
+        outputs = [model(restrict(batch, distances, c), forces=True, stress=stress, dipole=False)
                    for model, c in zip(evaluator.models, evaluator.cutoffs)]
         result = combine(outputs)
         sections = np.cumsum(batch.n_atoms.cpu().numpy())[:-1]

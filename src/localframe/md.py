@@ -116,7 +116,7 @@ def read_structure(path: str | os.PathLike, index: int | str = -1, format: str |
         if not atoms:
             raise InputError("no structures in the file", source)
         atoms = atoms[-1]
-    from localframe.data.batch import check_structure
+    from localframe.data.convert import check_structure
 
     check_structure(atoms, source=source, index=None)
     out = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)

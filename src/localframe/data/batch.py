@@ -21,6 +21,8 @@ atom_labels     dict       per-atom labels: "forces" (N, 3), any other per-atom 
 The pair vector is ``r_ij = x_j - x_i + S_ij @ cell`` (see :mod:`localframe.data.neighbors`);
 :meth:`AtomsBatch.edge_vectors` computes it differentiably from positions and cell, which is what
 conservative forces and stress need. Floating tensors are float32 unless float64 is requested.
+Batches are built from ``ase.Atoms`` by :mod:`localframe.data.convert` (``AtomsBatch.from_atoms``
+is a thin call to it).
 """
 
 from __future__ import annotations
@@ -28,21 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 from ase import Atoms
 
-from localframe.data.neighbors import neighbor_pairs
 from localframe.errors import InputError
 from localframe.nn.scatter import gather
-
-MIN_DISTANCE = 0.1  # Å; closer pairs are treated as corrupt input
-MAX_Z = 118
-
-# Labels with a fixed meaning and shape; anything else is a per-structure scalar (info) or a
-# per-atom array (arrays) of the user's choosing.
-PER_ATOM_LABELS = ("forces",)
-STRUCTURE_SHAPES = {"energy": (), "stress": (3, 3), "dipole": (3,)}
 
 
 @dataclass
@@ -75,11 +67,6 @@ class AtomsBatch:
     def device(self) -> torch.device:
         return self.positions.device
 
-    @property
-    def periodic(self) -> torch.Tensor:
-        """(B,) True for structures periodic in at least one direction."""
-        return self.pbc.any(dim=1)
-
     # ------------------------------------------------------------------ geometry
     def edge_vectors(self, positions: torch.Tensor | None = None, cell: torch.Tensor | None = None) -> torch.Tensor:
         """Pair vectors r_ij = x_j - x_i + S_ij @ cell, (E, 3), differentiable in positions and cell."""
@@ -108,10 +95,6 @@ class AtomsBatch:
             labels={k: move(v) for k, v in self.labels.items()},
             atom_labels={k: move(v) for k, v in self.atom_labels.items()},
         )
-
-    def structure(self, index: int) -> "AtomsBatch":
-        """Structure ``index`` as a batch of one."""
-        return self.split()[index]
 
     def split(self) -> list["AtomsBatch"]:
         """One batch per structure (inverse of :meth:`collate`)."""
@@ -176,7 +159,8 @@ class AtomsBatch:
         source: str | None = None,
         first_index: int = 0,
     ) -> "AtomsBatch":
-        """Build a batch from one or more ``ase.Atoms``.
+        """Build a batch from one or more ``ase.Atoms`` with a fresh pair list: a thin call to
+        :class:`localframe.data.convert.AtomsConverter`, where the checks and the label reading live.
 
         ``labels`` names the labels to carry. Per-atom labels (``forces`` and any key of
         ``atoms.arrays``) come from ``atoms.arrays``, per-structure labels from ``atoms.info``;
@@ -185,14 +169,9 @@ class AtomsBatch:
         problems raise :class:`InputError` naming ``source`` and the structure index
         (``first_index`` + position in the list).
         """
-        if isinstance(atoms, Atoms):
-            atoms = [atoms]
-        graphs = [
-            _structure_graph(a, cutoff, labels, source, first_index + k) for k, a in enumerate(atoms)
-        ]
-        if not graphs:
-            raise InputError("no structures", source)
-        return _graphs_to_batch(graphs, cutoff, dtype)
+        from localframe.data.convert import AtomsConverter
+
+        return AtomsConverter(cutoff, dtype)(atoms, labels, source=source, first_index=first_index)
 
     def to_atoms(self) -> list[Atoms]:
         """The structures as ``ase.Atoms`` (labels are not attached)."""
@@ -205,120 +184,3 @@ class AtomsBatch:
                 )
             )
         return out
-
-
-# ---------------------------------------------------------------------- building from ase.Atoms
-def _structure_graph(atoms: Atoms, cutoff: float, labels: Sequence[str], source: str | None, index: int) -> dict:
-    def fail(problem: str) -> InputError:
-        return InputError(problem, source, index)
-
-    n = len(atoms)
-    if n == 0:
-        raise fail("structure has no atoms")
-    numbers = atoms.numbers.astype(np.int64)
-    bad = (numbers < 1) | (numbers > MAX_Z)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise fail(f"unknown element at atom {k} (atomic number {numbers[k]}; expected 1 to {MAX_Z})")
-    positions = np.asarray(atoms.positions, dtype=np.float64)
-    if not np.isfinite(positions).all():
-        k = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
-        raise fail(f"non-finite coordinates (NaN or inf) at atom {k}")
-    pbc = np.asarray(atoms.pbc, dtype=bool)
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    if not np.isfinite(cell).all():
-        raise fail("non-finite cell")
-    if pbc.any():
-        periodic_vectors = cell[pbc]
-        if np.linalg.matrix_rank(periodic_vectors, tol=1e-8) < int(pbc.sum()):
-            raise fail(f"periodic structure (pbc={pbc.tolist()}) has a degenerate cell {cell.tolist()}")
-    else:
-        cell = np.zeros((3, 3))
-    if cutoff <= MIN_DISTANCE:
-        raise InputError(f"cutoff must exceed {MIN_DISTANCE} Å, got {cutoff}")
-    i, j, shifts, dist = neighbor_pairs(positions, cell, pbc, cutoff)
-    if len(dist) and dist.min() < MIN_DISTANCE:
-        k = int(np.argmin(dist))
-        raise fail(f"atoms {i[k]} and {j[k]} are {dist[k]:.3g} Å apart (closer than {MIN_DISTANCE} Å)")
-    graph = dict(numbers=numbers, positions=positions, cell=cell, pbc=pbc, i=i, j=j, shifts=shifts,
-                 labels={}, atom_labels={})
-    for key in labels:
-        per_atom, value = _read_label(atoms, key, fail)
-        graph["atom_labels" if per_atom else "labels"][key] = value
-    return graph
-
-
-def _calc_result(atoms: Atoms, key: str):
-    calc = atoms.calc
-    results = getattr(calc, "results", None) or {}
-    return results.get(key)
-
-
-def _read_label(atoms: Atoms, key: str, fail) -> tuple[bool, np.ndarray]:
-    """(per_atom, value) of label ``key``, checked for presence, shape and finiteness."""
-    n = len(atoms)
-    per_atom = key in PER_ATOM_LABELS or key in atoms.arrays
-    if per_atom:
-        value = atoms.arrays.get(key)
-        if value is None:
-            value = _calc_result(atoms, key)
-        if value is None:
-            raise fail(f"missing per-atom label {key!r}")
-        value = np.asarray(value, dtype=np.float64)
-        if key == "forces" and value.shape != (n, 3):
-            raise fail(f"label 'forces' has shape {value.shape}, expected ({n}, 3)")
-        if value.shape[:1] != (n,):
-            raise fail(f"per-atom label {key!r} has shape {value.shape}, expected ({n}, ...)")
-    else:
-        value = atoms.info.get(key)
-        if value is None:
-            value = _calc_result(atoms, key)
-        if value is None:
-            raise fail(f"missing label {key!r}")
-        try:
-            value = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise fail(f"label {key!r} is not numeric: {value!r}") from None
-        if key == "stress":
-            if not atoms.pbc.all():
-                raise fail(f"stress label given for a structure that is not periodic in all directions (pbc={atoms.pbc.tolist()})")
-            if value.shape == (6,):
-                xx, yy, zz, yz, xz, xy = value
-                value = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-        expected = STRUCTURE_SHAPES.get(key, ())
-        if value.shape != expected and not (expected == () and value.shape == (1,)):
-            raise fail(f"label {key!r} has shape {value.shape}, expected {expected or 'a scalar'}")
-        value = value.reshape(expected)
-    if not np.isfinite(value).all():
-        raise fail(f"label {key!r} contains NaN or inf")
-    return per_atom, value
-
-
-def _graphs_to_batch(graphs: list[dict], cutoff: float, dtype: torch.dtype) -> AtomsBatch:
-    counts = np.array([len(g["numbers"]) for g in graphs], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    edge_index = np.concatenate(
-        [np.stack([g["i"] + o, g["j"] + o]) for g, o in zip(graphs, offsets)], axis=1
-    )
-    structure_keys, atom_keys = set(graphs[0]["labels"]), set(graphs[0]["atom_labels"])
-    for k, g in enumerate(graphs[1:], 1):
-        if set(g["atom_labels"]) != atom_keys:  # a key per-atom in one structure, per-structure in another
-            raise InputError(f"label kinds differ between structures 0 and {k}: {sorted(atom_keys)} vs {sorted(g['atom_labels'])}")
-    return AtomsBatch(
-        numbers=torch.as_tensor(np.concatenate([g["numbers"] for g in graphs])),
-        positions=torch.as_tensor(np.concatenate([g["positions"] for g in graphs]), dtype=dtype),
-        cell=torch.as_tensor(np.stack([g["cell"] for g in graphs]), dtype=dtype),
-        pbc=torch.as_tensor(np.stack([g["pbc"] for g in graphs])),
-        batch=torch.as_tensor(np.repeat(np.arange(len(graphs)), counts)),
-        n_atoms=torch.as_tensor(counts),
-        edge_index=torch.as_tensor(edge_index, dtype=torch.long),
-        cell_shifts=torch.as_tensor(np.concatenate([g["shifts"] for g in graphs]), dtype=dtype),
-        cutoff=float(cutoff),
-        labels={k: torch.as_tensor(np.stack([g["labels"][k] for g in graphs]), dtype=dtype) for k in sorted(structure_keys)},
-        atom_labels={k: torch.as_tensor(np.concatenate([g["atom_labels"][k] for g in graphs]), dtype=dtype) for k in sorted(atom_keys)},
-    )
-
-
-def check_structure(atoms: Atoms, labels: Sequence[str] = (), source: str | None = None, index: int = 0) -> None:
-    """Raise :class:`InputError` if a structure or one of its labels is unusable (see ``from_atoms``)."""
-    _structure_graph(atoms, 2 * MIN_DISTANCE, labels, source, index)

@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 
 from localframe.data import units
-from localframe.data.batch import check_structure
+from localframe.data.convert import check_structure
 from localframe.errors import InputError
 
 # Canonical label -> kind of unit it carries.

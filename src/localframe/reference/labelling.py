@@ -70,7 +70,7 @@ def label_file(
     ``client`` (a ``distributed.Client`` or a scheduler address such as ``"tcp://host:8786"``)
     sends the work to a Dask cluster instead. Returns the labelled structures in input order.
     """
-    from localframe.data.batch import AtomsBatch
+    from localframe.data.convert import check_structure
 
     _check_method(method)
     workers = _count("workers", workers)
@@ -80,7 +80,7 @@ def label_file(
     source = str(in_path)
     structures = _read_structures(in_path, ":", format)
     for k, atoms in enumerate(structures):
-        AtomsBatch.from_atoms(atoms, cutoff=1.0, source=source, first_index=k)
+        check_structure(atoms, source=source, index=k)
 
     done, keep = _resume(out_path, structures, method, charge, source)
     todo = [i for i in range(len(structures)) if i not in done]

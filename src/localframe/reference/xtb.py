@@ -319,7 +319,7 @@ def _check_md_state(atoms: Atoms, temperature: float, failed) -> None:
 
 def _starting_structure(smiles_or_file, seed: int) -> tuple[Atoms, str, int, int | None]:
     """(atoms, source name, total charge, multiplicity) from a structure file or a SMILES string."""
-    from localframe.data.batch import AtomsBatch
+    from localframe.data.convert import check_structure
 
     is_path = isinstance(smiles_or_file, os.PathLike)
     text = os.fspath(smiles_or_file) if is_path else smiles_or_file
@@ -333,7 +333,7 @@ def _starting_structure(smiles_or_file, seed: int) -> tuple[Atoms, str, int, int
     else:
         atoms, charge, multiplicity = embed_smiles(text, seed)
         source = f"SMILES {text}"
-    AtomsBatch.from_atoms(atoms, cutoff=1.0, source=source, first_index=0)
+    check_structure(atoms, source=source, index=0)
     return atoms, source, charge, multiplicity
 
 

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from localframe.data.batch import AtomsBatch
+from localframe.data.convert import AtomsConverter
 from localframe.data.readers import StructureSet
 from localframe.errors import InputError
 from localframe.heads import N_ELEMENTS
@@ -18,10 +19,8 @@ class GraphDataset(Dataset):
     """Structures with their neighbor lists built once; items are single-structure batches."""
 
     def __init__(self, data: StructureSet, indices, cutoff: float, dtype: torch.dtype = torch.float32):
-        self.graphs = [
-            AtomsBatch.from_atoms(data.atoms[k], cutoff, labels=data.labels, dtype=dtype, source=data.source, first_index=int(k))
-            for k in indices
-        ]
+        convert = AtomsConverter(cutoff, dtype)
+        self.graphs = [convert(data.atoms[k], data.labels, source=data.source, first_index=int(k)) for k in indices]
 
     def __len__(self) -> int:
         return len(self.graphs)
