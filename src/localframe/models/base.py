@@ -48,6 +48,14 @@ class Representation(nn.Module):
     hidden_channels: int
     cutoff: float
 
+    def message_layers(self) -> list[tuple[nn.Module, ...]]:
+        """The message-passing layers in order, each as the modules that make it up (used by the Virgo
+        initialisation, :mod:`localframe.nn.init`). Default: the ``nn.ModuleList`` attributes of the
+        greatest length, zipped (PaiNN's ``messages`` and ``updates`` give one layer per pair)."""
+        lists = [m for m in self.children() if isinstance(m, nn.ModuleList) and len(m)]
+        longest = max((len(m) for m in lists), default=0)
+        return list(zip(*(m for m in lists if len(m) == longest)))
+
     def forward(
         self,
         numbers: torch.Tensor,

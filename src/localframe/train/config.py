@@ -52,6 +52,18 @@ class ModelConfig(_Section):
     preset: str | None = Field(default=None, description="e.g. 'leftnet-qm9': model name, hparams and cutoff")
     cutoff: float = Field(default=5.0, gt=0.1, le=MAX_CUTOFF)
     hparams: dict[str, Any] = Field(default_factory=dict)
+    init: str = Field(default="model", description="model, pytorch, unit, virgo (localframe.nn.init), or a "
+                      "pretrained model file (.pt) whose representation is fine-tuned")
+
+    @model_validator(mode="after")
+    def _check_init(self) -> "ModelConfig":
+        from localframe.nn.init import CHOICES
+
+        if self.init not in CHOICES and not self.init.endswith(".pt"):
+            raise ValueError(f"model.init must be one of {', '.join(CHOICES)} or a model file (.pt), got {self.init!r}")
+        if self.init.endswith(".pt") and not Path(self.init).is_file():
+            raise ValueError(f"model.init {self.init}: no such model file")
+        return self
 
 
 class LossWeights(_Section):

@@ -167,6 +167,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     # model with its normalisation
     model = models.create(cfg.model.name, cutoff=cutoff, dipole="dipole" in data.labels, targets=targets, **cfg.model.hparams)
     model = model.to(dtype)
+    provenance = initialize(model, cfg.model.init, datasets["train"], tc.seed)
     norm.apply(model)
     task = Task(model, tc, data.labels, norm.energy_scale, norm.target_scales)
 
@@ -204,6 +205,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         "units": {"energy": "eV", "length": "Å", **{t: data.units.get(t, "") for t in targets}},
         "elements": elements, "normalization": norm.to_dict(), "labels": list(data.labels),
         "data": cfg.data.source, "model": cfg.model.name, "train_seconds": round(task.elapsed, 1),
+        "init": provenance,
     }
     with writing(run / "model.pt", run):
         save_model(final, run / "model.pt")
@@ -224,6 +226,25 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         with writing(run / "learning_curve.png", run):
             learning_curve(run / "metrics.csv", run / "learning_curve.png", data.units)
     return {**result, "model_object": final}
+
+
+def initialize(model: models.AtomisticModel, choice: str, train: GraphDataset, seed: int) -> dict:
+    """``model.init``: an initialisation of :mod:`localframe.nn.init` (Virgo from up to
+    :data:`~localframe.nn.init.VIRGO_SAMPLE` training graphs drawn with ``seed``) or, for a model file,
+    its pretrained representation (:func:`localframe.train.finetune.load_representation`).
+    Returns what the model file records of it."""
+    from localframe.nn import init
+
+    if choice.endswith(".pt"):
+        from localframe.train.finetune import load_representation
+
+        return load_representation(model, choice)
+    sample = None
+    if choice == "virgo":
+        picked = np.random.default_rng(seed).permutation(len(train))[: init.VIRGO_SAMPLE]
+        sample = [train[int(k)] for k in picked]
+    factors = init.initialize(model.representation, choice, sample)
+    return {"choice": choice, **({"virgo_factors": [round(f, 6) for f in factors]} if factors else {})}
 
 
 def evaluate(model_path: str | Path, source: str, out: str | Path | None = None, batch_size: int = 64,
