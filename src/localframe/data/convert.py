@@ -29,7 +29,7 @@ import torch
 from ase import Atoms
 
 from localframe.data.batch import AtomsBatch
-from localframe.data.neighbors import neighbor_pairs
+from localframe.data.neighbors import closest_pair, neighbor_pairs
 from localframe.errors import InputError
 
 MIN_DISTANCE = 0.1  # Å; closer pairs are treated as corrupt input
@@ -89,8 +89,9 @@ def check_structure(atoms: Atoms, labels: Sequence[str] = (), source: str | None
         per_atom, value = _read_label(atoms, key, fail)
         checked["atom_labels" if per_atom else "labels"][key] = value
     if close:
-        i, j, _, dist = neighbor_pairs(positions, cell, pbc, MIN_DISTANCE)
-        _check_distances(i, j, dist, fail)
+        pair = closest_pair(positions, cell, pbc, MIN_DISTANCE)
+        if pair is not None:
+            _check_distances([pair[0]], [pair[1]], np.array([pair[2]]), fail)
     return checked
 
 

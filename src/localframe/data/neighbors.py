@@ -51,3 +51,14 @@ def _complete_box(cell: np.ndarray, pbc: np.ndarray, positions: np.ndarray, cuto
             normal = np.eye(3)[axis]
         box[axis] = normal / np.linalg.norm(normal) * extent
     return box
+
+
+def closest_pair(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, radius: float) -> tuple[int, int, float] | None:
+    """The closest pair ``(i, j, distance Å)`` nearer than ``radius``, or None: a search within
+    ``radius`` only (cheap for the small radii of the input checks and MD guards)."""
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    i, j, _, dist = neighbor_pairs(positions, cell if pbc.any() else np.zeros((3, 3)), pbc, radius)
+    if not len(dist):
+        return None
+    k = int(np.argmin(dist))
+    return int(i[k]), int(j[k]), float(dist[k])

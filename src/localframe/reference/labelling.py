@@ -32,10 +32,11 @@ from ase import Atoms
 
 from localframe.errors import InputError, one_line
 from localframe.files import atomic_open
+from localframe.md.checks import count as _count
 from localframe.progress import progress as progress_bar
 from localframe.reference.extxyz_frames import FrameAppender, frame_text, split_frames
 from localframe.reference.xtb import (
-    _check_method, _check_output, _count, _label_one, _read_structures, _store_labels, _structure_charge,
+    _check_method, _check_output, _label_one, _read_structures, _store_labels, _structure_charge,
     tblite_calculator_class, tblite_threads,
 )
 

@@ -32,17 +32,16 @@ from typing import Iterable, Iterator
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from ase import Atoms, units  # noqa: E402
+from ase import Atoms  # noqa: E402
 
 from localframe.errors import InputError, one_line  # noqa: E402
+from localframe.md import checks  # noqa: E402
 from localframe.progress import progress as progress_bar  # noqa: E402
 from localframe.reference.extxyz_frames import FrameAppender, frame_text  # noqa: E402
 
 __all__ = ["label", "sample", "METHODS", "embed_smiles", "tblite_calculator_class", "tblite_threads"]
 
 METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
-MD_MIN_DISTANCE = 0.5  # Å; closer atoms during MD mean the simulation has blown up
-MD_MAX_HEAT = 10.0  # instantaneous temperature above this many times the target means a blow-up
 
 
 # ---------------------------------------------------------------------- public API
@@ -110,19 +109,13 @@ def sample(
     temperature above 10x the target) or whose xTB calculation fails raises :class:`InputError`.
     """
     _check_method(method)
-    temperature = _positive("temperature", temperature, "K")
-    timestep = _positive("timestep", timestep, "fs")
-    frames = _count("frames", frames)
-    interval = _count("interval", interval)
-    friction = float(friction)
-    if not np.isfinite(friction) or friction < 0:
-        raise InputError(f"friction must be a non-negative number (1/fs), got {friction}")
-    equilibration = float(equilibration)
-    if not np.isfinite(equilibration) or equilibration < 0:
-        raise InputError(f"equilibration must be a non-negative time (fs), got {equilibration}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    temperature = checks.positive("temperature", temperature, "K")
+    timestep = checks.positive("timestep", timestep, "fs")
+    frames = checks.count("frames", frames)
+    interval = checks.count("interval", interval)
+    friction = checks.positive("friction", friction, "1/fs", allow_zero=True)
+    equilibration = checks.positive("equilibration", equilibration, "fs", allow_zero=True)
+    seed = checks.seed(seed)
     out_path = _check_output(out_path)
 
     atoms, source, mol_charge, multiplicity = _starting_structure(smiles_or_file, seed)
@@ -232,28 +225,22 @@ def _langevin(
     temperature: float, frames: int, timestep: float, interval: int, friction: float, seed: int,
     equilibration: float, progress: bool,
 ) -> Iterator[Atoms]:
-    """The kept frames, one at a time, as the simulation produces them."""
-    from ase.constraints import FixCom
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import Stationary
+    """The kept frames, one at a time, as the simulation produces them (the model MD's Langevin
+    integrator, Maxwell-Boltzmann start and guards, :mod:`localframe.md`)."""
+    from localframe.md.driver import langevin, maxwell_boltzmann
 
     TBLite = tblite_calculator_class()
     rng = np.random.default_rng(seed)
     atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     atoms.calc = TBLite(method=method, charge=charge, multiplicity=multiplicity, verbosity=0)
-    if len(atoms) > 1:
-        atoms.set_constraint(FixCom())
-    # Maxwell-Boltzmann momenta: each Cartesian component normal with variance m kT
-    kT = units.kB * temperature
-    atoms.set_momenta(rng.standard_normal((len(atoms), 3)) * np.sqrt(atoms.get_masses()[:, None] * kT))
-    Stationary(atoms)
-    dynamics = Langevin(atoms, timestep=timestep * units.fs, temperature_K=temperature,
-                        friction=friction / units.fs, fixcm=False, rng=rng)
+    dynamics = langevin(atoms, timestep, temperature, friction, rng)  # FixCom first: as before, the same stream
+    maxwell_boltzmann(atoms, temperature, rng, zero_rotation=False)
     equilibration_steps = int(round(equilibration / timestep))
     total_steps = equilibration_steps + frames * interval
     want_stress = bool(atoms.pbc.all())
 
     step = 0
+    guards = _guards(temperature)
 
     def failed(problem: str) -> InputError:
         return InputError(f"MD after {step} steps ({step * timestep:g} fs): {problem}", source)
@@ -267,9 +254,8 @@ def _langevin(
                 raise failed(f"{method} calculation failed ({one_line(err)}); the simulation probably "
                              "blew up (try a smaller timestep or temperature)") from None
             step += 1
-            if not np.isfinite(atoms.calc.results["energy"]):
-                raise failed("the energy is not finite; the simulation blew up (try a smaller timestep)")
-        _check_md_state(atoms, temperature, failed)
+            guards.results(atoms.calc.results, failed)
+        guards.state(atoms, failed)
         return forces
 
     with tblite_threads(), progress_bar(total_steps, f"{method} MD", progress) as bar:
@@ -277,7 +263,7 @@ def _langevin(
             forces = atoms.get_forces(md=True)
         except (RuntimeError, ValueError) as err:
             raise InputError(f"{method} calculation failed: {one_line(err)}", source, 0) from None
-        _check_md_state(atoms, temperature, failed)
+        guards.state(atoms, failed)
         done = 0
         while done < equilibration_steps:
             n = min(interval, equilibration_steps - done)
@@ -300,21 +286,17 @@ def _langevin(
             yield frame
 
 
-def _check_md_state(atoms: Atoms, temperature: float, failed) -> None:
-    from localframe.data.neighbors import neighbor_pairs
+def _guards(temperature: float):
+    """The MD guards of :mod:`localframe.md` at ``temperature`` (K): atoms closer than 0.5 Å, more
+    than 10x the target temperature, non-finite positions or velocities."""
+    from localframe.md.guards import Guards, temperature_bound
 
-    if not np.isfinite(atoms.positions).all() or not np.isfinite(atoms.get_velocities()).all():
-        raise failed("non-finite positions or velocities; the simulation blew up (try a smaller timestep)")
-    current = atoms.get_temperature()
-    if current > MD_MAX_HEAT * temperature:
-        raise failed(f"temperature {current:.0f} K exceeds {MD_MAX_HEAT:g}x the target {temperature:g} K; "
-                     "the simulation blew up (try a smaller timestep)")
-    cell = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
-    i, j, _, dist = neighbor_pairs(atoms.positions, cell, atoms.pbc, MD_MIN_DISTANCE)
-    if len(dist):
-        k = int(np.argmin(dist))
-        raise failed(f"atoms {i[k]} and {j[k]} came {dist[k]:.3g} Å apart (closer than {MD_MIN_DISTANCE} Å); "
-                     "the simulation blew up (try a smaller timestep or temperature)")
+    return Guards(temperature_bound(temperature), advice="try a smaller timestep or temperature")
+
+
+def _check_md_state(atoms: Atoms, temperature: float, failed) -> None:
+    """The guards on the state of ``atoms`` (positions, velocities, temperature, distances)."""
+    _guards(temperature).state(atoms, failed)
 
 
 def _starting_structure(smiles_or_file, seed: int) -> tuple[Atoms, str, int, int | None]:
@@ -410,22 +392,6 @@ def _check_output(out_path) -> Path:
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise InputError(f"unknown xTB method {method!r}; choose one of {', '.join(METHODS)}")
-
-
-def _positive(name: str, value, unit: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not np.isfinite(number) or number <= 0:
-        raise InputError(f"{name} must be a positive number ({unit}), got {value!r}")
-    return number
-
-
-def _count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def tblite_calculator_class():

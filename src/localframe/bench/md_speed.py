@@ -1,0 +1,194 @@
+"""MD speed: steps per second of :func:`localframe.md.run_md` with the localframe calculator (eager or
+compiled, with or without a Verlet skin) against GFN2-xTB, and the cost of one pair-list call.
+
+    from localframe.bench.md_speed import benchmark, benchmark_table
+    print(benchmark_table(benchmark("model.pt", systems=("ethanol", "aspirin"))))
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from localframe.errors import InputError
+from localframe.md import run_md
+
+__all__ = ["benchmark", "benchmark_neighbor_list", "benchmark_table", "benchmark_systems", "water_box"]
+
+
+def water_box(repeats: int, spacing: float = 3.104) -> Atoms:
+    """A periodic box of 3·repeats³ atoms: one water molecule per cubic cell of ``spacing`` Å (≈1 g/cm³)."""
+    from ase.build import molecule
+
+    water = molecule("H2O")
+    water.center()
+    water.positions += 0.5 * spacing - water.positions.mean(axis=0)
+    water.cell = np.eye(3) * spacing
+    water.pbc = True
+    return water.repeat((repeats, repeats, repeats))
+
+
+def benchmark_systems(
+    names: Sequence[str] = ("ethanol", "aspirin", "water-1k", "water-10k"), seed: int = 0
+) -> dict[str, Atoms]:
+    """The benchmark structures: molecules from SMILES (RDKit + MMFF) and water boxes."""
+    from localframe.reference.xtb import embed_smiles
+
+    smiles = {"ethanol": "CCO", "aspirin": "CC(=O)Oc1ccccc1C(=O)O"}
+    boxes = {"water-1k": 7, "water-10k": 15}
+    out = {}
+    for name in names:
+        if name in smiles:
+            out[name] = embed_smiles(smiles[name], seed)[0]
+        elif name in boxes:
+            out[name] = water_box(boxes[name])
+        else:
+            raise InputError(f"unknown benchmark system {name!r}; known: {', '.join([*smiles, *boxes])}")
+    return out
+
+
+def benchmark(
+    models,
+    systems: dict[str, Atoms] | Sequence[str] = ("ethanol", "aspirin", "water-1k", "water-10k"),
+    steps: dict[str, int] | int = 50,
+    repeats: dict[str, int] | int = 3,
+    warmup: dict[str, int] | int = 5,
+    variants: Sequence[tuple[bool, float]] = ((False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0)),
+    xtb: Sequence[str] | bool = ("ethanol", "aspirin"),
+    xtb_steps: dict[str, int] | int | None = None,
+    xtb_repeats: dict[str, int] | int | None = None,
+    dtype: str = "float32",
+    timestep: float = 0.5,
+    temperature: float = 300.0,
+    threads: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """MD steps per second (median of repeated runs) of NVE velocity Verlet through :func:`run_md`.
+
+    ``models``: model file(s) or objects (a list is a committee). ``systems``: names for
+    :func:`benchmark_systems` or a dict of structures. ``variants`` are (compile, skin Å) pairs of the
+    localframe calculator. ``xtb`` lists the systems (True: all) also run with GFN2-xTB (tblite, one
+    OpenMP thread) through the same driver and settings. ``steps``, ``repeats`` and ``warmup`` may
+    be per system (dicts; missing systems get 50, 3 and 5); ``xtb_steps``/``xtb_repeats`` default to
+    them, and xTB gets one warm-up step. Each timed run starts from the same structure after the
+    warm-up run (compilation happens there) and counts only its steps, not the first force call;
+    the runs of the localframe variants are interleaved (variant 1, 2, ..., 1, 2, ...), so that a
+    change in machine load biases none of them.
+    ``threads`` sets ``torch.set_num_threads`` (default: unchanged). Guards are off (benchmark
+    structures and an off-domain model may heat up). Returns one row per (system, engine) with
+    ``system``, ``atoms``, ``engine``, ``compile``, ``skin``, ``steps``, ``steps_per_second``
+    (median), ``runs`` (each run's steps/s) and ``threads``.
+    """
+    import torch
+
+    from localframe.calculator import Calculator
+
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    structures = systems if isinstance(systems, dict) else benchmark_systems(systems)
+    xtb_names = list(structures) if xtb is True else list(xtb or ())
+    torch.set_num_threads(threads)  # explicitly, after anything that may have touched OMP_NUM_THREADS
+    unguarded = {"progress": False, "max_temperature": 1e12, "min_distance": 0}
+
+    def per(value, name: str, default: int) -> int:
+        return int(value.get(name, default)) if isinstance(value, dict) else int(value)
+
+    rows = []
+
+    def record(name: str, atoms: Atoms, engine: str, compiled: bool, skin: float, n: int, runs: list[float]) -> None:
+        row = {"system": name, "atoms": len(atoms), "engine": engine, "compile": compiled, "skin": skin,
+               "steps": n, "steps_per_second": statistics.median(runs), "runs": runs,
+               "threads": 1 if engine == "GFN2-xTB" else torch.get_num_threads()}
+        rows.append(row)
+        if progress:
+            print(f"{name:>10s} {len(atoms):6d} atoms  {engine:<30s} {row['steps_per_second']:10.4g} steps/s  "
+                  f"(runs {', '.join(f'{x:.4g}' for x in runs)})", flush=True)
+
+    for name, atoms in structures.items():
+        n, r, w = per(steps, name, 50), per(repeats, name, 3), per(warmup, name, 5)
+        torch._dynamo.reset()  # every system compiles afresh: no cache limit can fall back to eager silently
+        engines = []
+        for compiled, skin in variants:
+            calc = Calculator(models, dtype=dtype, skin=skin, compile=compiled)
+            run_md(calc, atoms, "nve", temperature, timestep, w, **unguarded)  # warm-up; compiles
+            engines.append((f"localframe {'compiled' if compiled else 'eager'}, skin {skin:g} Å", compiled, skin, calc, []))
+        for k in range(r):  # interleaved: a change of machine load affects every variant alike
+            for _, _, _, calc, runs in engines:
+                runs.append(run_md(calc, atoms, "nve", temperature, timestep, n, seed=k, **unguarded)["steps_per_second"])
+        for label, compiled, skin, _, runs in engines:
+            record(name, atoms, label, compiled, skin, n, runs)
+        if name in xtb_names:
+            n_xtb = per(steps if xtb_steps is None else xtb_steps, name, 50)
+            with _xtb_calculator(atoms) as calc:
+                run_md(calc, atoms, "nve", temperature, timestep, 1, **unguarded)
+                runs = [run_md(calc, atoms, "nve", temperature, timestep, n_xtb, seed=k, **unguarded)["steps_per_second"]
+                        for k in range(per(repeats if xtb_repeats is None else xtb_repeats, name, 3))]
+            record(name, atoms, "GFN2-xTB", False, 0.0, n_xtb, runs)
+    return rows
+
+
+def benchmark_neighbor_list(
+    systems: dict[str, Atoms] | Sequence[str] = ("ethanol", "aspirin", "water-1k", "water-10k"),
+    cutoff: float = 5.0,
+    skin: float = 1.0,
+    displacement: float = 0.02,
+    repeats: dict[str, int] | int = 20,
+    seed: int = 0,
+) -> list[dict]:
+    """Time of one pair-list call (ms, median): a fresh list against reuse of a skin list.
+
+    The structures are displaced by ``displacement`` Å (normal, per component) from where the skin
+    list was built, as after a few MD steps. Returns rows with ``system``, ``atoms``, ``pairs``,
+    ``candidates`` (pairs within cutoff + skin), ``fresh_ms`` and ``reuse_ms``.
+    """
+    from localframe.inference import VerletNeighborList
+
+    structures = systems if isinstance(systems, dict) else benchmark_systems(systems)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, atoms in structures.items():
+        n = int(repeats.get(name, 20)) if isinstance(repeats, dict) else int(repeats)
+        cell = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
+        fresh, reuse = VerletNeighborList(cutoff, 0.0), VerletNeighborList(cutoff, skin)
+        reuse.pairs(atoms.positions, cell, atoms.pbc)
+        moved = atoms.positions + rng.normal(scale=displacement, size=atoms.positions.shape)
+        times = {}
+        for label, nl in (("fresh_ms", fresh), ("reuse_ms", reuse)):
+            samples = []
+            for _ in range(n):
+                start = time.perf_counter()
+                edges, _, _ = nl.pairs(moved, cell, atoms.pbc)
+                samples.append(time.perf_counter() - start)
+            times[label] = 1e3 * statistics.median(samples)
+        rows.append({"system": name, "atoms": len(atoms), "pairs": int(edges.shape[1]),
+                     "candidates": int(reuse._edges.shape[1]), **times, "rebuilds": reuse.builds - 1})
+    return rows
+
+
+@contextmanager
+def _xtb_calculator(atoms: Atoms) -> Iterator:
+    from localframe.reference.xtb import tblite_calculator_class, tblite_threads
+
+    TBLite = tblite_calculator_class()
+    with tblite_threads():
+        yield TBLite(method="GFN2-xTB", charge=int(atoms.info.get("charge", 0)), verbosity=0)
+
+
+def benchmark_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`benchmark` rows, with each engine's ratio to GFN2-xTB and to eager/no skin."""
+    lines = ["| system | atoms | engine | threads | steps timed | steps/s (median) | vs eager, no skin | vs GFN2-xTB |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        same = [r for r in rows if r["system"] == row["system"]]
+        base = next((r for r in same if r["engine"] != "GFN2-xTB" and not r["compile"] and r["skin"] == 0), None)
+        xtb = next((r for r in same if r["engine"] == "GFN2-xTB"), None)
+        rate = row["steps_per_second"]
+        vs_base = f"{rate / base['steps_per_second']:.2f}×" if base and row["engine"] != "GFN2-xTB" else ""
+        vs_xtb = "1×" if row is xtb else (f"{rate / xtb['steps_per_second']:.1f}×" if xtb else "not run")
+        lines.append(f"| {row['system']} | {row['atoms']} | {row['engine']} | {row['threads']} | {row['steps']} | "
+                     f"{row['steps_per_second']:.3g} | {vs_base} | {vs_xtb} |")
+    return "\n".join(lines)
