@@ -1,0 +1,125 @@
+"""One molecule of the generative pipeline, and its conversion to and from RDKit and SDF.
+
+A :class:`Molecule` holds atomic numbers, positions (Å), formal charges and, when known, a bond
+list ``(i, j, order)`` with Kekulé orders 1, 2, 3. Generated molecules without bonds get them from
+the distance table of :mod:`localframe.generate.tables` before they are written, so an SDF file
+written here always has a bond block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from localframe.errors import InputError
+from localframe.files import write_text
+
+_BOND_TYPES = {1: "SINGLE", 2: "DOUBLE", 3: "TRIPLE"}
+
+
+@dataclass
+class Molecule:
+    numbers: np.ndarray  # (n,) atomic numbers
+    positions: np.ndarray  # (n, 3) Å
+    charges: np.ndarray = None  # (n,) formal charges
+    bonds: np.ndarray | None = None  # (m, 3) int: i, j, Kekulé order; None = unknown
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.numbers = np.asarray(self.numbers, dtype=np.int64)
+        self.positions = np.asarray(self.positions, dtype=np.float64).reshape(-1, 3)
+        self.charges = np.zeros(len(self.numbers), np.int64) if self.charges is None else np.asarray(self.charges, np.int64)
+        if self.bonds is not None:
+            self.bonds = np.asarray(self.bonds, dtype=np.int64).reshape(-1, 3)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+
+def to_rdkit(mol: Molecule, sanitize: bool = False):
+    """An RDKit molecule with explicit atoms, charges, the bond list and a 3D conformer (unsanitised by default)."""
+    from rdkit import Chem
+
+    rw = Chem.RWMol()
+    for z, q in zip(mol.numbers, mol.charges):
+        atom = Chem.Atom(int(z))
+        atom.SetFormalCharge(int(q))
+        atom.SetNoImplicit(True)
+        rw.AddAtom(atom)
+    for i, j, order in (mol.bonds if mol.bonds is not None else []):
+        rw.AddBond(int(i), int(j), getattr(Chem.BondType, _BOND_TYPES[int(order)]))
+    conf = Chem.Conformer(len(mol))
+    for k, p in enumerate(mol.positions):
+        conf.SetAtomPosition(k, [float(c) for c in p])
+    rw.AddConformer(conf, assignId=True)
+    out = rw.GetMol()
+    if sanitize:
+        Chem.SanitizeMol(out)
+    else:
+        out.UpdatePropertyCache(strict=False)
+    return out
+
+
+def from_rdkit(rdmol, info: dict | None = None) -> Molecule:
+    """A :class:`Molecule` from an RDKit molecule with a conformer; aromatic bonds are kekulised."""
+    from rdkit import Chem
+
+    if rdmol.GetNumConformers() == 0:
+        raise InputError("molecule has no 3D coordinates")
+    if any(b.GetBondType() == Chem.BondType.AROMATIC for b in rdmol.GetBonds()):
+        rdmol = Chem.Mol(rdmol)
+        Chem.Kekulize(rdmol, clearAromaticFlags=True)
+    bonds = []
+    for b in rdmol.GetBonds():
+        order = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}.get(b.GetBondType())
+        if order is None:
+            raise InputError(f"bond {b.GetBeginAtomIdx()}-{b.GetEndAtomIdx()} has the unsupported type {b.GetBondType()}")
+        bonds.append((b.GetBeginAtomIdx(), b.GetEndAtomIdx(), order))
+    return Molecule(
+        numbers=[a.GetAtomicNum() for a in rdmol.GetAtoms()],
+        positions=rdmol.GetConformer().GetPositions(),
+        charges=[a.GetFormalCharge() for a in rdmol.GetAtoms()],
+        bonds=np.array(bonds, dtype=np.int64).reshape(-1, 3),
+        info=dict(info or {}),
+    )
+
+
+def write_sdf(path: str | Path, molecules: list[Molecule]) -> Path:
+    """Write molecules (3D coordinates, charges, bonds) to an SDF file atomically."""
+    from rdkit import Chem
+
+    from localframe.generate.tables import distance_bonds
+
+    blocks = []
+    for k, mol in enumerate(molecules):
+        if mol.bonds is None:
+            mol = Molecule(mol.numbers, mol.positions, mol.charges, distance_bonds(mol.numbers, mol.positions), mol.info)
+        rd = to_rdkit(mol)
+        rd.SetProp("_Name", str(mol.info.get("name", f"molecule_{k}")))
+        block = Chem.MolToMolBlock(rd, kekulize=False, forceV3000=False)
+        blocks.append(block + "$$$$\n")
+    return write_text(path, "".join(blocks))
+
+
+def read_sdf(path: str | Path) -> list[Molecule]:
+    """Every record of an SDF file as a :class:`Molecule` (unsanitised: what the file says is kept)."""
+    from rdkit import Chem, RDLogger
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    RDLogger.DisableLog("rdApp.*")
+    supplier = Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False, strictParsing=True)
+    out = []
+    for k, rd in enumerate(supplier):
+        if rd is None:
+            raise InputError("record cannot be parsed as a mol block", str(path), k)
+        try:
+            out.append(from_rdkit(rd, {"name": rd.GetProp("_Name") if rd.HasProp("_Name") else f"molecule_{k}"}))
+        except InputError as err:
+            raise err.located(str(path), k) from None
+    if not out:
+        raise InputError("no molecules in the file", str(path))
+    return out
