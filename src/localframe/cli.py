@@ -10,11 +10,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable
 
 EXIT_INPUT = 2
-PLANNED = {
-}
 
 
 def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -248,14 +245,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _planned(name: str) -> Callable[[argparse.Namespace], int]:
-    def command(args: argparse.Namespace) -> int:
-        print(f"localframe {name}: {PLANNED[name]} is not available in this version yet", file=sys.stderr)
-        return EXIT_INPUT
-
-    return command
-
-
 # ------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from localframe import __version__
@@ -382,11 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-train", type=int, help="training structures (default: qm9 10,000; md17 950)")
     g.add_argument("--n-test", type=int, help="test structures (default: all the task has)")
     p.set_defaults(func=cmd_bench)
-
-    for name, text in PLANNED.items():
-        p = sub.add_parser(name, help=f"{text} (coming)")
-        p.add_argument("args", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_planned(name))
     return parser
 
 

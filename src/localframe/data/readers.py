@@ -30,9 +30,9 @@ from localframe.data import units
 from localframe.data.convert import check_structure
 from localframe.errors import InputError
 
-# Canonical label -> kind of unit it carries.
-LABEL_KINDS = {"energy": "energy", "forces": "forces", "stress": "stress", "dipole": "dipole"}
-DEFAULT_KEYS = {label: label for label in LABEL_KINDS}
+# The labels with a unit, each stored by default under its own name (its unit kind has the same name
+# in localframe.data.units).
+DEFAULT_KEYS = {label: label for label in ("energy", "forces", "stress", "dipole")}
 
 # Keys other programs (MACE, NequIP, sGDML, ASE calculators, DFT converters) store labels under,
 # searched in the file when the default key is absent.
@@ -141,7 +141,7 @@ def resolve_unit(quantity: str, stored: str | None, given: str | None, documente
     raises. Otherwise the given unit, then the layout's ``documented`` unit; else ``missing``.
     Every name is checked against the unit table.
     """
-    kind = LABEL_KINDS.get(quantity, quantity)
+    kind = quantity
     for name, what in ((stored, "stored in the file"), (given, "given"), (documented, "documented")):
         if name is not None:
             try:
@@ -218,7 +218,7 @@ def read_ase(
                          "give --unit energy=UNIT instead of --unit stress", source)
     found = {q: resolve_unit(q, None, units_in.get(q), ASE_UNITS[q], source) for q in ("length", *labels)}
     length = units.factor(found["length"].name, "length")
-    factors = {label: units.factor(found[label].name, LABEL_KINDS[label]) for label in labels}
+    factors = {label: units.factor(found[label].name, label) for label in labels}
     virial_factor = units.factor(units_in.get("energy"), "energy")
     out = []
     for k, frame in enumerate(frames):
@@ -370,7 +370,7 @@ def read_npz(
         raise InputError(f"the archive states no {missing[0]} unit (no {STORED_UNIT_KEYS[missing[0]]} key) and "
                          f"{layout.name} archives have no documented one: give it with {flag}, e.g. --unit energy=kcal/mol "
                          "(forces then in energy/length, lengths in Å unless --unit length=UNIT)", source)
-    factors = {label: units.factor(found[label].name, LABEL_KINDS[label]) for label in labels}
+    factors = {label: units.factor(found[label].name, label) for label in labels}
     for atoms in out:
         if "energy" in factors:
             atoms.info["energy"] *= factors["energy"]
@@ -431,7 +431,7 @@ def _npz_units(content, layout: NpzLayout, given: Mapping[str, str], labels: tup
         if named:
             notes.append(f"units {why}: {', '.join(named)}; converted to eV and Å")
     overridden = [f"{q} {given[q]} (documented: {layout.documented[q]})" for q in given
-                  if q in layout.documented and not units.same(given[q], layout.documented[q], LABEL_KINDS.get(q, q))]
+                  if q in layout.documented and not units.same(given[q], layout.documented[q], q)]
     if overridden:
         notes.append(f"--unit overrides the {layout.name} documentation: {', '.join(overridden)}")
     return found, notes

@@ -32,7 +32,6 @@ def register(name: str) -> Callable[[type[Representation]], type[Representation]
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise RuntimeError(f"model name {name!r} registered twice")
         _REGISTRY[name] = cls
-        cls.registry_name = name
         return cls
 
     return decorate

@@ -3,27 +3,14 @@ r"""Smooth cutoff envelopes u(d): 1 at d = 0, 0 with vanishing derivatives at d 
 Every model multiplies its *final* edge filters by an envelope, so that a neighbour entering or
 leaving the sphere changes energy and forces continuously.
 
-* Cosine:      u(d) = ½ (cos(π d / r_c) + 1)                       (C¹ at r_c)
 * Polynomial:  u(x) = 1 − (p+1)(p+2)/2 x^p + p(p+2) x^{p+1} − p(p+1)/2 x^{p+2},  x = d / r_c
                (C^{p−1} at r_c; p = 6 by default, as in DimeNet)
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
-
-
-class CosineCutoff(nn.Module):
-    def __init__(self, cutoff: float):
-        super().__init__()
-        self.cutoff = float(cutoff)
-
-    def forward(self, d: torch.Tensor) -> torch.Tensor:
-        u = 0.5 * (torch.cos(d * (math.pi / self.cutoff)) + 1.0)
-        return torch.where(d < self.cutoff, u, torch.zeros_like(u))
 
 
 class PolynomialCutoff(nn.Module):
