@@ -168,3 +168,91 @@ def test_periodic_and_stress(model):
     base.test_periodic_supercell_and_wrapping(model)
     for crystal in (conftest.silicon(), conftest.triclinic()):
         test_physics.test_stress_is_strain_derivative(model, crystal)
+
+
+# ---------------------------------------------------------------------- the faster forward is the same function
+def reference_forward(body, numbers, edge_index, vectors):
+    """LEFTNet's forward as written before its speed-up (u ⊙ filter as a separate product, φ not flushed,
+    g by :func:`columnwise`, an out-of-place addcmul, the whole LSE in one chunk): the equations of the
+    module docstring, step by step."""
+    from localframe.heads import columnwise
+    from localframe.nn.frames import safe_norm, scalarize, tensorize
+    from localframe.nn.scatter import gather, scatter_sum
+
+    i, j = edge_index
+    n = numbers.shape[0]
+    d = torch.linalg.vector_norm(vectors, dim=-1)
+    unit = vectors / d.unsqueeze(-1)
+    u = body.envelope(d)
+    edge_fr, node_fr = body.frames(vectors, u, edge_index, n)
+    phi = body.radial(d)
+    hij = u.unsqueeze(-1) * body.radial_mlp(phi)
+    s = body.embedding(numbers) + scatter_sum(hij * gather(body.neighbour_embedding(numbers), j), i, n)
+    w = hij * gather(torch.nn.functional.silu(body.lse_in(s)), j)
+    if body.lse_mix is not None:
+        w = body.lse_mix(w)
+    S = scatter_sum(unit.unsqueeze(-1) * w.unsqueeze(1), i, n)
+    P = scalarize(torch.cat([gather(S, j), gather(S, i)], dim=-1), edge_fr, body.chiral)
+    A = torch.cat([columnwise(body.lse_g, P).squeeze(-2) + P[:, 0, :], hij, phi], dim=-1)
+    shared = u.unsqueeze(-1) * body.shared_mlp_a(A) if body.shared_mlp_a is not None else None
+    v = None
+    for layer in body.layers:
+        h = layer.hidden
+        if layer.mlp_a is None:
+            filt = layer.filter(phi) * shared
+        else:
+            filt = (u.unsqueeze(-1) * layer.filter(phi)) * layer.mlp_a(A)
+        alpha, beta, gamma = (gather(layer.node(s), j) * filt).split(h, dim=-1)
+        s = s + scatter_sum(alpha, i, n)
+        dv = (unit * layer.vscale[1]).unsqueeze(-1) * gamma.unsqueeze(1)
+        if v is not None:
+            dv = torch.addcmul(dv, gather(v * layer.vscale[0], j), beta.unsqueeze(1))
+        v = scatter_sum(dv, i, n) if v is None else v + scatter_sum(dv, i, n)
+        U, V = layer.uv(v).split(h, dim=-1)
+        norm = safe_norm(U, dim=1)
+        if layer.fte == "none":
+            inputs = [s, norm]
+        else:
+            c = scalarize(U, node_fr, layer.chiral)
+            inputs = [s, norm, c.flatten(1)] if layer.fte == "coefficients" else [
+                s, norm + columnwise(layer.fte_g, c).squeeze(-2)]
+        out = layer.update(torch.cat(inputs, dim=-1))
+        a1, a2, a3 = out[:, : 3 * h].split(h, dim=-1)
+        q = (U * V).sum(dim=1) / np.sqrt(h)
+        s = s + ((a1 + a2 + q) if layer.fte_gate == "sum" else (a1 + a2 * q)) / np.sqrt(2.0)
+        v = v + a3.unsqueeze(1) * V
+        if layer.axes:
+            b = out[:, 3 * h :].view(n, layer.axes, h)
+            b = b if layer.chiral else torch.stack([b[:, 0], torch.zeros_like(b[:, 0]), b[:, 1]], dim=1)
+            v = v + tensorize(b, node_fr, layer.chiral)
+    return s, v
+
+
+@pytest.mark.parametrize("variant", [{}, {"symmetry": "SE(3)"}, TODAY, {"shared_filter": True}, RELEASED_FTE])
+def test_forward_equals_the_reference_forward(variant, monkeypatch):
+    """Energies, forces and parameter gradients of the model equal those of the forward of before, to 1e-12
+    (float64, fixed random weights with non-zero biases; molecules and a periodic cell; LSE in small chunks)."""
+    monkeypatch.setattr(leftnet, "CHUNK_ELEMENTS", 1)  # several LSE chunks even on these small systems
+    model = base.build("leftnet", **{k: (16 if k == "filter_hidden" else 4 if k == "lse_channels" else val)
+                                     for k, val in variant.items()})
+    structures = [base.rattled(molecule("CH3CH2OH"), 0.05, 1), molecule("C6H6"), conftest.silicon()]
+    batch = AtomsBatch.from_atoms(structures, cutoff=model.cutoff, dtype=torch.float64)
+    body = model.representation
+
+    def energy_and_forces(forward):
+        positions = batch.positions.detach().requires_grad_(True)
+        vectors = batch.edge_vectors(positions, batch.cell)
+        s, v = forward(batch.numbers, batch.edge_index, vectors)
+        energy = model.energy_head(s, batch.numbers, batch.batch, batch.n_structures)
+        (forces,) = torch.autograd.grad(-energy.sum(), positions, create_graph=True)
+        params = [p for p in body.parameters() if p.requires_grad]
+        grads = torch.autograd.grad((energy.sum() + forces.pow(2).sum()), params, allow_unused=True)
+        return energy.detach(), forces.detach(), v.detach(), [g for g in grads if g is not None]
+
+    new = energy_and_forces(lambda *a: body(*a, batch.batch, batch.n_structures))
+    old = energy_and_forces(lambda *a: reference_forward(body, *a))
+    for a, b in zip(new[:3], old[:3]):
+        assert (a - b).abs().max() <= 1e-12 * max(1.0, b.abs().max())
+    assert len(new[3]) == len(old[3])
+    for a, b in zip(new[3], old[3]):
+        assert (a - b).abs().max() <= 1e-10 * max(1.0, b.abs().max())
