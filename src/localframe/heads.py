@@ -29,34 +29,13 @@ import torch
 from torch import nn
 
 from localframe.errors import InputError
+from localframe.nn.elements import N_ELEMENTS
+from localframe.nn.mlp import columnwise, mlp  # noqa: F401 - re-exported: model files import them from here
 from localframe.nn.scatter import scatter_mean, scatter_sum
 
-N_ELEMENTS = 119  # index = atomic number
 AGGREGATIONS = {"sum": scatter_sum, "mean": scatter_mean}
 #: Output names produced by AtomisticModel itself; scalar targets may not reuse them.
 RESERVED_OUTPUTS = ("energy", "forces", "stress", "dipole", "charges")
-
-
-def mlp(sizes: list[int], activation: type[nn.Module] = nn.SiLU) -> nn.Sequential:
-    """Linear layers with an activation between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if k < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
-
-def columnwise(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``net`` (an :func:`mlp`) applied to every column of x (…, D, C), giving (…, D_out, C): the same
-    as ``net(x.transpose(-1, -2)).transpose(-1, -2)`` without the transposed copies (faster on CPU)."""
-    for layer in net:
-        if isinstance(layer, nn.Linear):
-            x = torch.einsum("ka,...ac->...kc", layer.weight, x)
-            x = x + layer.bias.unsqueeze(-1) if layer.bias is not None else x
-        else:
-            x = layer(x)
-    return x
 
 
 READOUTS = ("mlp", "linear")
@@ -66,29 +45,6 @@ def _readout(channels: int, kind: str = "mlp") -> nn.Module:
     if kind not in READOUTS:
         raise InputError(f"readout must be one of {READOUTS}, got {kind!r}")
     return mlp([channels, max(channels // 2, 1), 1]) if kind == "mlp" else nn.Linear(channels, 1)
-
-
-class EnergyHead(nn.Module):
-    """Total energy as a sum of atomic terms with per-element references and a scale and shift."""
-
-    def __init__(self, channels: int, readout: str = "mlp", element_affine: bool = False):
-        super().__init__()
-        self.net = _readout(channels, readout)
-        self.register_buffer("atom_ref", torch.zeros(N_ELEMENTS))
-        self.register_buffer("scale", torch.ones(()))
-        self.register_buffer("shift", torch.zeros(()))
-        # trainable α_z, β_z on top of the training-split scale and references (None: not used)
-        self.element_scale = nn.Parameter(torch.ones(N_ELEMENTS)) if element_affine else None
-        self.element_shift = nn.Parameter(torch.zeros(N_ELEMENTS)) if element_affine else None
-
-    def atomic(self, scalars: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
-        e = self.net(scalars).squeeze(-1)
-        if self.element_scale is not None:
-            return self.scale * self.element_scale[numbers] * e + self.shift + self.atom_ref[numbers] + self.element_shift[numbers]
-        return self.scale * e + self.shift + self.atom_ref[numbers]
-
-    def forward(self, scalars: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor, n_structures: int) -> torch.Tensor:
-        return scatter_sum(self.atomic(scalars, numbers), batch, n_structures)
 
 
 class DipoleHead(nn.Module):
@@ -143,9 +99,29 @@ class ScalarHead(nn.Module):
         self.register_buffer("shift", torch.zeros(()))
         self.register_buffer("atom_ref", torch.zeros(N_ELEMENTS))
 
+    def atomic(self, scalars: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        """The atomic terms t_i (N,) before aggregation."""
+        return self.scale * self.net(scalars).squeeze(-1) + self.shift + self.atom_ref[numbers]
+
     def forward(self, scalars: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor, n_structures: int) -> torch.Tensor:
-        t = self.scale * self.net(scalars).squeeze(-1) + self.shift + self.atom_ref[numbers]
-        return AGGREGATIONS[self.aggregation](t, batch, n_structures)
+        return AGGREGATIONS[self.aggregation](self.atomic(scalars, numbers), batch, n_structures)
+
+
+class EnergyHead(ScalarHead):
+    """Total energy: the summed scalar head (atomic terms with per-element references, scale and
+    shift), optionally with a trainable per-element affine α_z, β_z on top."""
+
+    def __init__(self, channels: int, readout: str = "mlp", element_affine: bool = False):
+        super().__init__(channels, "sum", readout)
+        # trainable α_z, β_z on top of the training-split scale and references (None: not used)
+        self.element_scale = nn.Parameter(torch.ones(N_ELEMENTS)) if element_affine else None
+        self.element_shift = nn.Parameter(torch.zeros(N_ELEMENTS)) if element_affine else None
+
+    def atomic(self, scalars: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        if self.element_scale is None:
+            return super().atomic(scalars, numbers)
+        e = self.net(scalars).squeeze(-1)
+        return self.scale * self.element_scale[numbers] * e + self.shift + self.atom_ref[numbers] + self.element_shift[numbers]
 
 
 def check_targets(targets: dict[str, str] | None) -> dict[str, str]:

@@ -80,11 +80,12 @@ import torch
 from torch import nn
 
 from localframe.errors import InputError
-from localframe.heads import N_ELEMENTS, columnwise, mlp
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
+from localframe.nn.elements import N_ELEMENTS
 from localframe.nn.frames import build_frame, check_symmetry, neighbour_centroid, normalize, safe_norm, scalarize
+from localframe.nn.mlp import columnwise, mlp
 from localframe.nn.radial import BesselBasis
 from localframe.nn.scatter import gather, scatter_sum
 

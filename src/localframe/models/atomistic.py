@@ -1,4 +1,8 @@
-"""AtomisticModel: a representation plus the shared heads; the object users train, save and run."""
+"""AtomisticModel: a representation plus the shared heads; the object users train, save and run.
+
+Forces and stress are derivatives of the energy: F = −∂E/∂x, σ = (1/V) ∂E/∂ε, with the symmetric
+strain ε applied to positions and cell by :func:`apply_strain` (x' = x (I + ε), cell' = cell (I + ε)).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from torch import nn
 
 from localframe.data.batch import AtomsBatch
 from localframe.heads import DipoleHead, EnergyHead, ScalarHead, check_targets
-from localframe.models.base import Representation, apply_strain, cell_volume
+from localframe.models.base import Representation
 
 
 class AtomisticModel(nn.Module):
@@ -150,3 +154,20 @@ def _plain(value: Any) -> Any:
 
 def _zeros_if_none(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if grad is None else grad
+
+
+def apply_strain(batch: AtomsBatch, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions and cell under a zero symmetric strain ε (B, 3, 3) that autograd can differentiate.
+
+    x' = x (I + ε_b), cell' = cell (I + ε_b). Returns (ε, x', cell').
+    """
+    strain = torch.zeros_like(batch.cell, requires_grad=True)
+    sym = 0.5 * (strain + strain.transpose(1, 2))
+    positions = positions + torch.einsum("na,nab->nb", positions, sym[batch.batch])
+    cell = batch.cell + torch.bmm(batch.cell, sym)
+    return strain, positions, cell
+
+
+def cell_volume(cell: torch.Tensor) -> torch.Tensor:
+    """|det(cell)| per structure, (B,)."""
+    return torch.linalg.det(cell).abs()

@@ -12,8 +12,8 @@ periodic consistency hold by construction. Its messages must vanish smoothly at 
 
 :class:`AtomisticModel` wraps a representation with the heads that every model shares
 (see :mod:`localframe.heads`): energy E = Σ_i (scale·e_i + shift + E0[z_i]), conservative forces
-F = −∂E/∂x, stress σ = (1/V) ∂E/∂ε through a symmetric strain ε applied to positions and cell,
-and the other outputs the heads define.
+F = −∂E/∂x, stress σ = (1/V) ∂E/∂ε through a symmetric strain ε applied to positions and cell
+(:mod:`localframe.models.atomistic`, with its strain helpers), and the other outputs the heads define.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from localframe.data.batch import AtomsBatch
 
 
 class Representation(nn.Module):
@@ -65,20 +64,3 @@ class Representation(nn.Module):
         n_structures: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
-
-
-def apply_strain(batch: AtomsBatch, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Positions and cell under a zero symmetric strain ε (B, 3, 3) that autograd can differentiate.
-
-    x' = x (I + ε_b), cell' = cell (I + ε_b). Returns (ε, x', cell').
-    """
-    strain = torch.zeros_like(batch.cell, requires_grad=True)
-    sym = 0.5 * (strain + strain.transpose(1, 2))
-    positions = positions + torch.einsum("na,nab->nb", positions, sym[batch.batch])
-    cell = batch.cell + torch.bmm(batch.cell, sym)
-    return strain, positions, cell
-
-
-def cell_volume(cell: torch.Tensor) -> torch.Tensor:
-    """|det(cell)| per structure, (B,)."""
-    return torch.linalg.det(cell).abs()

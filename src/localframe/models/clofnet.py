@@ -54,12 +54,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from localframe.heads import N_ELEMENTS, mlp
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn import frames
 from localframe.nn.cutoff import PolynomialCutoff
+from localframe.nn.elements import N_ELEMENTS
 from localframe.nn.init import unit_variance_init
+from localframe.nn.mlp import mlp
 from localframe.nn.radial import BesselBasis
 from localframe.nn.scatter import gather, scatter_sum
 

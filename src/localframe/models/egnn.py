@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from localframe.heads import N_ELEMENTS
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
+from localframe.nn.elements import N_ELEMENTS
 from localframe.nn.scatter import gather, scatter_sum
 
 

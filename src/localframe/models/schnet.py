@@ -26,10 +26,10 @@ import math
 import torch
 from torch import nn
 
-from localframe.heads import N_ELEMENTS
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
+from localframe.nn.elements import N_ELEMENTS
 from localframe.nn.init import unit_variance_init
 from localframe.nn.radial import GaussianBasis
 from localframe.nn.scatter import gather, scatter_sum

@@ -12,7 +12,7 @@ from localframe.data.batch import AtomsBatch
 from localframe.data.convert import AtomsConverter
 from localframe.data.readers import StructureSet
 from localframe.errors import InputError
-from localframe.heads import N_ELEMENTS
+from localframe.nn.elements import N_ELEMENTS
 
 
 class GraphDataset(Dataset):
