@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -250,6 +251,8 @@ def test_killed_sample_run_keeps_its_frames(tmp_path):
     run.send_signal(signal.SIGKILL)
     run.communicate()
     assert not out.exists()  # the output exists only when complete
-    kept = ase.io.read(partial, ":")
+    # a kill can land inside a write that straddles a page: whole frames, then at most the start of one
+    whole, _ = split_frames(partial.read_bytes())
+    kept = ase.io.read(io.StringIO(b"".join(whole).decode()), ":", format="extxyz")
     assert 3 <= len(kept) < 2000
     assert all(np.isfinite(a.get_potential_energy()) and a.get_forces().shape == (9, 3) for a in kept)
