@@ -75,7 +75,7 @@ from localframe.nn.radial import ExpNormalBasis
 from localframe.nn.scatter import gather, scatter_sum
 
 FTE_MODES = ("frame", "readout", "coefficients", "none")
-CHUNK_ELEMENTS = 2**22  # elements of g's hidden activations per LSE chunk (16 MB in float32)
+CHUNK_ELEMENTS = 2**21  # elements of g's hidden activations per LSE chunk (8 MB in float32)
 
 
 def flush_subnormal(x: torch.Tensor) -> torch.Tensor:
@@ -229,7 +229,7 @@ class LEFTNet(Representation):
         """[t^j, t^i] (E, 2C): the LSE summaries of both endpoints' neighbourhoods in the edge frame (step 3).
 
         Evaluated in chunks of edges: g's hidden activations, (E, H/4, 2C), would be hundreds of MB, and
-        tensors that large are page-faulted in afresh by every operation; chunks of ~16 MB are reused from
+        tensors that large are page-faulted in afresh by every operation; chunks of ~8 MB are reused from
         the heap. Same arithmetic; the LSE runs 2–4× faster fwd + bwd on a CPU (QM9 batch, H = 128)."""
         i, j = edge_index
         size = max(32, CHUNK_ELEMENTS // (self.lse_g[0].out_features * 2 * S.shape[-1]))
