@@ -25,10 +25,16 @@ import numpy as np
 import torch
 
 from localframe import models
+from localframe.errors import one_line
 from localframe.bench import peers
 
 VERSION_PACKAGES = ("localframe", "torch", "numpy", "ase", "vesin", "lightning", "tblite", "torch_geometric",
                     "mace-torch", "e3nn")
+
+
+def failure(err: BaseException, limit: int = 200) -> str:
+    """What a failed run records: the exception type and its message on one line (``errors.one_line``)."""
+    return f"{type(err).__name__}: {one_line(err, limit)}"
 
 
 # ---------------------------------------------------------------------- models

@@ -115,7 +115,7 @@ def _boxes(names, sizes, cutoff, torch_dtype, time_cap_s, max_memory_mib, log) -
                 try:
                     point.update(_measure(_call(model, batch)))
                 except (RuntimeError, MemoryError) as err:
-                    point["error"] = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+                    point["error"] = common.failure(err, 200)
             points.append(point)
             log(f"scaling box {name:14s} {n_atoms:7d} atoms  " + (
                 f"{point['time_s']:8.3f} s (CPU {point['cpu_s']:.3f} s, system {point['sys_s']:.3f} s)  "
@@ -172,7 +172,7 @@ def _xtb_child(atoms, threads: int, queue) -> None:
     try:
         queue.put(_xtb_time(atoms, threads))
     except Exception as err:  # reported by the parent
-        queue.put({"error": f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"})
+        queue.put({"error": common.failure(err, 200)})
 
 
 def _xtb_time_capped(atoms, threads: int, cap_s: float) -> dict[str, Any]:
@@ -213,7 +213,7 @@ def _versus_xtb(names, cutoff, torch_dtype, threads, xtb: bool, xtb_cap_s, quick
         try:
             built[name] = common.build(name, cutoff=cutoff, dtype=torch_dtype).eval()
         except Exception as err:
-            built[name] = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+            built[name] = common.failure(err, 200)
     for label_, atoms in systems:
         batch = AtomsBatch.from_atoms(atoms, cutoff, dtype=torch_dtype)
         row: dict[str, Any] = {"system": label_, "atoms": len(atoms), "models": {}}
@@ -223,7 +223,7 @@ def _versus_xtb(names, cutoff, torch_dtype, threads, xtb: bool, xtb_cap_s, quick
                     raise RuntimeError(model)
                 row["models"][name] = _measure(_call(model, batch))
             except Exception as err:
-                row["models"][name] = {"error": f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"}
+                row["models"][name] = {"error": common.failure(err, 200)}
         if xtb_state == "ok":
             last = xtb_rows[-1] if xtb_rows else None
             predicted = last["time_s"] * (len(atoms) / last["atoms"]) ** 3 if last and "time_s" in last else 0.0
@@ -237,7 +237,7 @@ def _versus_xtb(names, cutoff, torch_dtype, threads, xtb: bool, xtb_cap_s, quick
                     row["xtb"] = (_xtb_time(atoms, threads) if last is None or predicted < 5.0
                                   else _xtb_time_capped(atoms, threads, xtb_cap_s))
                 except Exception as err:
-                    row["xtb"] = {"error": f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"}
+                    row["xtb"] = {"error": common.failure(err, 200)}
             xtb_rows.append({"atoms": len(atoms), **row["xtb"]})
         else:
             row["xtb"] = {"skipped": xtb_state}

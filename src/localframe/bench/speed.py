@@ -24,9 +24,10 @@ from typing import Any, Callable
 
 import torch
 
+from localframe import dtypes
 from localframe.bench import common, workloads
 from localframe.data.batch import AtomsBatch
-from localframe import dtypes
+from localframe.errors import one_line
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def run(names: list[str], threads: int = 1, dtype: str = "float32", warmup: int 
                     t = common.timings(_infer_call(model, infer_batch), warmup, repeats, max_seconds)
                     row["infer"] = {**t, "atom_steps_per_s": int(infer_batch.n_atoms.sum()) / t["median_s"]}
                 except Exception as err:  # a model that fails is reported, the suite goes on
-                    row["error"] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+                    row["error"] = common.failure(err, 300)
                 log(f"speed  {wname:8s} {name:14s} " + (
                     f"train {row['train']['structures_per_s']:9.1f} structures/s  infer "
                     f"{row['infer']['atom_steps_per_s']:10.0f} atoms·steps/s" if "infer" in row else row.get("error", ""))
@@ -172,6 +173,6 @@ def profile(name: str, workload: str = "qm9", mode: str = "train", threads: int 
                 call()
     events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
-    return [{"op": e.key, "shapes": " ".join(str(e.input_shapes).split())[:80],
+    return [{"op": e.key, "shapes": one_line(e.input_shapes, 80),
              "self_ms_per_step": e.self_cpu_time_total / 1000.0 / steps,
              "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps} for e in events[:top]]

@@ -19,6 +19,8 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk, molecule
 
+from localframe.errors import one_line
+
 SI_LATTICE = 5.43  # Å
 WATER_SPACING = 3.104  # Å between molecules: 1.0 g/cm³
 ASPIRIN_SMILES = "CC(=O)Oc1ccccc1C(=O)O"
@@ -47,7 +49,7 @@ def qm9_molecules(count: int) -> tuple[list[Atoms], str]:
         train = qm9.split(n_train=count)["train"][:count]
         return data.atoms_list(train), f"QM9 (first {count} molecules of the standard training split)"
     except Exception as err:  # qm9pack missing or unreadable: fall back, and say so
-        reason = " ".join(str(err).split())[:80]
+        reason = one_line(err, 80)
         molecules = [molecule(G2_FALLBACK[k % len(G2_FALLBACK)]) for k in range(count)]
         return molecules, f"G2 small molecules (QM9 not available: {reason})"
 
