@@ -79,7 +79,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Coordinate-denoising pretraining: the train command with pretrain=True."""
+    return cmd_train(args, pretrain=True)
+
+
+def cmd_train(args: argparse.Namespace, pretrain: bool = False) -> int:
     from localframe.train import config as configuration
     from localframe.train.run import train
 
@@ -94,8 +99,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             raise InputError("a config file is required (or --resume RUN_DIR)")
         cfg = configuration.load(args.config, args.overrides)
-    result = train(cfg, resume=bool(args.resume), progress=not args.quiet)
-    if result:
+    result = train(cfg, resume=bool(args.resume), progress=not args.quiet, pretrain=pretrain)
+    if result and pretrain:
+        print(f"pretrained {result['steps']} steps; fine-tune with model.init={cfg.run_dir}/model.pt")
+    elif result:
         _print_result(result, cfg.run_dir)
     return 0
 
@@ -295,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("pretrain", help="coordinate-denoising pretraining from a training config (no labels needed)")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); train.denoise_sigma sets the noise")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.max_time=20")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
+
     p = sub.add_parser("evaluate", help="MAE and RMSE of a model file on a data source, with a parity plot")
     p.add_argument("model", help="model file (RUN_DIR/model.pt)")
     p.add_argument("data", help="'qm9', an .npz or any ASE-readable file")
@@ -381,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # section.key=value overrides may stand anywhere on a train command line, also after flags
     overrides = [item for item in extra if "=" in item and not item.startswith("-")]
-    if extra and (getattr(args, "func", None) is not cmd_train or len(overrides) != len(extra)):
+    if extra and (getattr(args, "func", None) not in (cmd_train, cmd_pretrain) or len(overrides) != len(extra)):
         parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides)}")
     if overrides:
         args.overrides = [*args.overrides, *overrides]

@@ -72,6 +72,7 @@ class LossWeights(_Section):
     stress: float = Field(default=0.0, ge=0)
     dipole: float = Field(default=0.0, ge=0)
     targets: float = Field(default=1.0, ge=0)
+    denoise: float = Field(default=0.0, ge=0, description="Noisy-Nodes coordinate-denoising loss (train.denoise_sigma)")
 
 
 class TrainConfig(_Section):
@@ -90,6 +91,7 @@ class TrainConfig(_Section):
     ema_decay: float | None = Field(default=0.99, ge=0, lt=1)
     loss: Literal["mse", "l1", "huber"] = "mse"
     weights: LossWeights = Field(default_factory=LossWeights)
+    denoise_sigma: float = Field(default=0.04, gt=0, le=1.0, description="Å, coordinate noise of denoising")
     early_stopping: int | None = Field(default=None, gt=0, description="validations without improvement")
     checkpoint_minutes: float = Field(default=10.0, gt=0, le=MAX_MINUTES)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)

@@ -30,6 +30,7 @@ from localframe.files import atomic_open
 from localframe.models import AtomisticModel
 from localframe.train import outputs
 from localframe.train.config import LossWeights, TrainConfig
+from localframe.train.denoise import DenoiseHead, denoising_error
 from localframe.train.rundir import writing
 
 LOSSES = {
@@ -56,9 +57,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class Task(L.LightningModule):
     def __init__(self, model: AtomisticModel, cfg: TrainConfig, labels: tuple[str, ...], energy_scale: float,
-                 target_scales: dict[str, float]):
+                 target_scales: dict[str, float], pretrain: bool = False):
         super().__init__()
         self.model = model
+        # coordinate denoising (localframe.train.denoise): the whole loss when pretraining, else Noisy Nodes
+        self.pretrain = pretrain
+        self.denoise_head = (DenoiseHead(model.representation).to(next(model.parameters()).dtype)
+                             if pretrain or cfg.weights.denoise > 0 else None)
         self.cfg = cfg
         self.labels = tuple(labels)
         self.energy_scale = float(energy_scale)
@@ -121,9 +126,16 @@ class Task(L.LightningModule):
         self._step_start = time.perf_counter()
         self._set_lr()
 
+    def _denoising(self, model: AtomisticModel, batch: AtomsBatch) -> torch.Tensor:
+        return denoising_error(self.denoise_head, model.representation, batch, self.cfg.denoise_sigma)
+
     def training_step(self, batch: AtomsBatch, batch_idx: int):
-        errors = self._errors(self.model, batch)
+        errors = {} if self.pretrain else self._errors(self.model, batch)
         loss = self._weighted(errors, LOSSES[self.cfg.loss])
+        if self.denoise_head is not None:
+            denoise = self._denoising(self.model, batch)
+            self.log("train_denoise", denoise.detach(), batch_size=batch.n_structures, on_step=False, on_epoch=True)
+            loss = loss + (1.0 if self.pretrain else self.cfg.weights.denoise) * denoise
         self.log("train_loss", loss, prog_bar=True, batch_size=batch.n_structures, on_step=True, on_epoch=True)
         return loss
 
@@ -155,12 +167,21 @@ class Task(L.LightningModule):
             group["lr"] = cfg.lr * warm * decay
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        parameters = list(self.model.parameters())
+        if self.denoise_head is not None:
+            parameters += list(self.denoise_head.parameters())
+        return torch.optim.AdamW(parameters, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: AtomsBatch, batch_idx: int):
-        errors = {k: (err.detach(), scale) for k, (err, scale) in self._errors(self.eval_model, batch).items()}
         size = batch.n_structures
+        if self.denoise_head is not None:
+            denoise = self._denoising(self.eval_model, batch).detach()
+            self.log("val_denoise", denoise, batch_size=size, sync_dist=True)
+        if self.pretrain:
+            self.log("val_metric", denoise, prog_bar=True, batch_size=size, sync_dist=True)
+            return
+        errors = {k: (err.detach(), scale) for k, (err, scale) in self._errors(self.eval_model, batch).items()}
         self.log("val_metric", self._weighted(errors, LOSSES["l1"]), prog_bar=True, batch_size=size, sync_dist=True)
         for key, (err, _) in errors.items():  # MAE in the label's own unit
             self.log(f"val_{key}_mae", err.abs().mean(), batch_size=size, sync_dist=True)

@@ -29,7 +29,8 @@ from localframe.io import save_model
 from localframe.progress import Progress
 from localframe.train import config as configuration
 from localframe.train import outputs
-from localframe.train.data import GraphDataset, loader, make_splits, normalization
+from localframe.heads import N_ELEMENTS
+from localframe.train.data import GraphDataset, Normalization, loader, make_splits, normalization
 from localframe.train.evaluate import ERROR_UNITS, learning_curve, metrics, parity_plots, predict, write_json
 from localframe.train.module import AtomicCheckpointIO, Task
 from localframe.train.rundir import writing
@@ -41,9 +42,10 @@ class MetricsCSV(Callback):
     """Appends one row per epoch to RUN_DIR/metrics.csv (rank 0 only): time, learning rate, training
     loss, validation metric and the validation MAE of every learned label in its own unit."""
 
-    def __init__(self, path: Path, labels, run: Path | None = None):
+    def __init__(self, path: Path, labels, run: Path | None = None, denoise: bool = False):
         self.path, self.run = path, run
-        self.columns = ["epoch", "step", "time_s", "lr", "train_loss", "val_metric", *(f"val_{k}_mae" for k in labels)]
+        self.columns = ["epoch", "step", "time_s", "lr", "train_loss", "val_metric", *(f"val_{k}_mae" for k in labels),
+                        *(["train_denoise", "val_denoise"] if denoise else [])]
 
     def on_train_epoch_end(self, trainer, task):
         if trainer.global_rank != 0:
@@ -130,9 +132,13 @@ def _check_weights(weights: configuration.LossWeights, labels, targets, source: 
                          "nothing would be learned")
 
 
-def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = True, pretrain: bool = False) -> dict:
     """Train, test and export. Returns the contents of test_metrics.json plus ``model_object``,
-    the exported model in memory (rank 0; other ranks of a distributed run return ``{}``)."""
+    the exported model in memory (rank 0; other ranks of a distributed run return ``{}``).
+
+    ``pretrain``: coordinate-denoising pretraining (:mod:`localframe.train.denoise`) instead: the labels of the
+    data are not used (none are needed), nothing is tested, and ``model.pt`` records
+    ``metadata["pretraining"]``; fine-tune it with ``model.init=RUN_DIR/model.pt``."""
     run = Path(cfg.run_dir)
     last = run / "checkpoints" / "last.ckpt"
     if resume and not last.exists():
@@ -154,30 +160,31 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     data = sources.load(cfg.data.source, keys=cfg.data.keys, units=cfg.data.units, format=cfg.data.format,
                         selection=dict(targets=cfg.data.targets, n_train=cfg.data.n_train, n_val=cfg.data.n_val,
                                        seed=cfg.data.split_seed))
-    targets = target_aggregations(cfg)
+    targets = {} if pretrain else target_aggregations(cfg)
     missing = [t for t in targets if t not in data.labels]
     if missing:
         raise InputError(f"data.targets {missing} are not labels of this source (labels: {list(data.labels)})", data.source)
-    _check_weights(tc.weights, data.labels, targets, data.source)
+    if not pretrain:
+        _check_weights(tc.weights, data.labels, targets, data.source)
     splits = make_splits(data, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.split_seed)
     cutoff = cfg.model.cutoff
     datasets = {name: GraphDataset(data, idx, cutoff, dtype) for name, idx in splits.items() if len(idx)}
-    norm = normalization(data, splits["train"], targets)
+    norm = Normalization([0.0] * N_ELEMENTS, 1.0, {}) if pretrain else normalization(data, splits["train"], targets)
 
     # model with its normalisation
-    model = models.create(cfg.model.name, cutoff=cutoff, dipole="dipole" in data.labels, targets=targets, **cfg.model.hparams)
+    model = models.create(cfg.model.name, cutoff=cutoff, dipole="dipole" in data.labels and not pretrain, targets=targets, **cfg.model.hparams)
     model = model.to(dtype)
     provenance = initialize(model, cfg.model.init, datasets["train"], tc.seed)
     norm.apply(model)
-    task = Task(model, tc, data.labels, norm.energy_scale, norm.target_scales)
+    task = Task(model, tc, () if pretrain else data.labels, norm.energy_scale, norm.target_scales, pretrain=pretrain)
 
-    learned = outputs.learned(data.labels, targets)
+    learned = [] if pretrain else outputs.learned(data.labels, targets)
     callbacks = [
         ModelCheckpoint(dirpath=run / "checkpoints", filename="last", train_time_interval=timedelta(minutes=tc.checkpoint_minutes),
                         save_top_k=1, enable_version_counter=False),
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_metric", mode="min", save_top_k=1,
                         enable_version_counter=False),
-        MetricsCSV(run / "metrics.csv", learned, run),
+        MetricsCSV(run / "metrics.csv", learned, run, denoise=task.denoise_head is not None),
     ]
     if progress:
         callbacks.append(EpochProgress(learned, data.units))
@@ -207,6 +214,12 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         "data": cfg.data.source, "model": cfg.model.name, "train_seconds": round(task.elapsed, 1),
         "init": provenance,
     }
+    if pretrain:
+        final.metadata["pretraining"] = {
+            "task": "coordinate denoising", "sigma": tc.denoise_sigma, "data": cfg.data.source,
+            "structures": int(len(splits["train"])), "steps": int(trainer.global_step),
+            "seconds": round(task.elapsed, 1), "val_denoise": round(float(task.best_metric), 6),
+        }
     with writing(run / "model.pt", run):
         save_model(final, run / "model.pt")
     result = {"wall_seconds": round(time.perf_counter() - start, 1), "train_seconds": round(task.elapsed, 1),
@@ -214,7 +227,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
               "world_size": trainer.world_size}
     if task.ranks_identical is not None:
         result["ranks_identical"] = task.ranks_identical
-    if "test" in datasets:
+    if "test" in datasets and not pretrain:
         pairs = predict(final, loader(datasets["test"], tc.eval_batch_size, shuffle=False), data.labels)
         result["test"] = metrics(pairs, data.units)
         result["n_test"] = len(datasets["test"])
