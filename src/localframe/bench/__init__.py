@@ -7,7 +7,8 @@ report from everything found there, so suites run at different times end up in o
 
 Suites: :mod:`.speed`, :mod:`.scaling`, :mod:`.accuracy`, :mod:`.nbody` (the charged N-body task ES(5):
 EGNN against ClofNet, ``nbody.json``); peers: :mod:`.peers`; structures:
-:mod:`.workloads`; report: :mod:`.report`. Peers (PyTorch Geometric, MACE) are optional: a peer
+:mod:`.workloads`; MD speed: :mod:`.md_speed`; results on disk: :mod:`.results`; report: :mod:`.report`
+(markdown), with :mod:`.figures` (plots) and :mod:`.verdicts` (the targets, as data). Peers (PyTorch Geometric, MACE) are optional: a peer
 that is not installed is reported as skipped.
 """
 
@@ -100,7 +101,7 @@ def model_names(options: Options) -> tuple[list[str], dict[str, dict[str, Any]]]
 
 def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the requested suites, save their results, regenerate the report; returns paths written."""
-    from localframe.bench import report
+    from localframe.bench import report, results
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     _check(options)
@@ -108,7 +109,7 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
     names, status = model_names(options)
     out = Path(options.out)
     written: dict[str, Any] = {"results": []}
-    report.save({"peers": status}, out, "peers")
+    results.save({"peers": status}, out, "peers")
     quick = options.quick
     if "speed" in options.suites:
         from localframe.bench import speed
@@ -116,8 +117,8 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
         result = speed.run(names, threads=options.threads, dtype=options.dtype, warmup=1 if quick else options.warmup,
                            repeats=2 if quick else options.repeats, quick=quick, cutoff=options.cutoff,
                            max_seconds=5.0 if quick else 20.0, log=log,
-                           save=lambda partial: report.save(partial, out, "speed"))
-        written["results"].append(str(report.save(result, out, "speed")))
+                           save=lambda partial: results.save(partial, out, "speed"))
+        written["results"].append(str(results.save(result, out, "speed")))
     if "scaling" in options.suites:
         from localframe.bench import scaling
 
@@ -125,9 +126,9 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
                              cutoff=options.cutoff, time_cap_s=10.0 if quick else options.time_cap_s,
                              max_memory_gib=options.max_memory_gib, xtb=options.xtb,
                              xtb_cap_s=10.0 if quick else options.xtb_cap_s, allocator=options.allocator, log=log,
-                             save=lambda partial: report.save(partial, out, _scaling_name(partial)))
+                             save=lambda partial: results.save(partial, out, _scaling_name(partial)))
         name = _scaling_name(result)
-        written["results"].append(str(report.save(result, out, name)))
+        written["results"].append(str(results.save(result, out, name)))
     if "accuracy" in options.suites:
         written["results"] += _accuracy(options, names, out, log)
     if "nbody" in options.suites:
@@ -136,8 +137,8 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
         chosen = [n for n in (options.models or ()) if n in nbody.MODELS] or None
         result = nbody.run(chosen, seeds=1 if quick else options.seeds, threads=options.threads, quick=quick,
                            n_train=options.n_train, n_test=options.n_test, data_dir=out / "data", log=log,
-                           save=lambda partial: report.save(partial, out, "nbody"))
-        written["results"].append(str(report.save(result, out, "nbody")))
+                           save=lambda partial: results.save(partial, out, "nbody"))
+        written["results"].append(str(results.save(result, out, "nbody")))
     if options.profile:
         from localframe.bench import common, speed
 
@@ -153,13 +154,13 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
                     continue
                 profiles.append({"model": name, "label": common.label(name), "workload": workload, "mode": mode,
                                  "threads": options.threads, "ops": ops})
-        written["results"].append(str(report.save({"profiles": profiles}, out, "profile")))
+        written["results"].append(str(results.save({"profiles": profiles}, out, "profile")))
     notes_file = out / "notes.md"
     if options.notes:  # kept with the results, so that later reports include them
         write_text(notes_file, options.notes)
     if options.report:
         notes = notes_file.read_text() if notes_file.exists() else None
-        written["report"] = str(report.write(report.load(out), options.report, options.command, notes))
+        written["report"] = str(report.write(results.load(out), options.report, options.command, notes))
     return written
 
 
@@ -168,23 +169,23 @@ def _scaling_name(result: dict[str, Any]) -> str:
 
 
 def _accuracy(options: Options, names: list[str], out: Path, log) -> list[str]:
-    from localframe.bench import accuracy, report
+    from localframe.bench import accuracy, results
 
     paths = []
     for task in options.tasks:
         if options.quick and task == "qm9":
             continue  # quick runs train on a small generated set only
-        earlier = report.load(out).get(f"accuracy-{task}")
+        earlier = results.load(out).get(f"accuracy-{task}")
 
         def save(partial: dict[str, Any], task: str = task, earlier: dict | None = earlier) -> None:
-            report.save(_merge_accuracy(copy.deepcopy(partial), copy.deepcopy(earlier), task), out, f"accuracy-{task}")
+            results.save(_merge_accuracy(copy.deepcopy(partial), copy.deepcopy(earlier), task), out, f"accuracy-{task}")
 
         result = accuracy.run(names, [task], budget_minutes=0.08 if options.quick else options.budget_minutes,
                               seeds=1 if options.quick else options.seeds, threads=options.threads, dtype=options.dtype,
                               cutoff=options.cutoff, n_train=options.n_train, n_test=options.n_test, quick=options.quick,
                               data_dir=out / "data", log=log, save=save)
         result = _merge_accuracy(result, earlier, task)
-        paths.append(str(report.save(result, out, f"accuracy-{task}")))
+        paths.append(str(results.save(result, out, f"accuracy-{task}")))
     return paths
 
 
