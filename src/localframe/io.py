@@ -90,7 +90,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     try:
         model = create(
             config["name"], dipole=bool(config.get("dipole", False)), targets=config.get("targets") or None,
-            **config.get("hparams", {}),
+            spe=config.get("spe"), **config.get("hparams", {}),
         )
     except InputError as err:
         raise err.located(source) from None

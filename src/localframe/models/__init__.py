@@ -72,7 +72,7 @@ def resolve_preset(full_name: str) -> tuple[str, dict[str, Any]]:
 
 def create(
     name: str, dipole: bool = False, targets: dict[str, str] | None = None, preset: str | None = None,
-    **hparams: Any,
+    spe: dict[str, Any] | None = None, **hparams: Any,
 ) -> AtomisticModel:
     """Build model ``name`` with its default hyperparameters, overridden by ``hparams``.
 
@@ -81,6 +81,8 @@ def create(
     hyperparameters instead of the defaults; ``hparams`` still override them.
     ``dipole=True`` adds the dipole head; ``targets`` maps scalar target names to their
     aggregation, ``"sum"`` (extensive) or ``"mean"`` (intensive). See :mod:`localframe.heads`.
+    ``spe`` (options of :class:`localframe.nn.spe.SPE`, ``{}`` for its defaults) adds the positional
+    encoding of the bond graph as an extra invariant node input.
     """
     cls = representation_class(name)
     if preset is not None:
@@ -89,7 +91,7 @@ def create(
         representation = cls(**hparams)
     except TypeError as err:
         raise InputError(f"model {name!r}: {err}") from None
-    return AtomisticModel(representation, name, hparams, dipole=dipole, targets=targets)
+    return AtomisticModel(representation, name, hparams, dipole=dipole, targets=targets, spe=spe)
 
 
 def count_parameters(model: nn.Module) -> int:

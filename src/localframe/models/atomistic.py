@@ -43,12 +43,18 @@ class AtomisticModel(nn.Module):
         hparams: dict[str, Any],
         dipole: bool = False,
         targets: dict[str, str] | None = None,
+        spe: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.representation = representation
         self.name = name
         self.hparams = dict(hparams)
         self.metadata: dict[str, Any] = {}
+        self.spe_options = None if spe is None else dict(spe)
+        self.spe = self.spe_in = None
+        self.fixed_bonds: list | None = None
+        if spe is not None:
+            self._add_spe(dict(spe))
         channels = representation.scalar_channels or representation.hidden_channels
         options = dict(representation.head_options)
         self.energy_head = EnergyHead(channels, **options)
@@ -77,13 +83,58 @@ class AtomisticModel(nn.Module):
         return {key: head.aggregation for key, head in self.target_heads.items()}
 
     def config(self) -> dict[str, Any]:
-        """Plain-Python description (name, hparams, dipole, targets) that rebuilds this model."""
-        return {
+        """Plain-Python description (name, hparams, dipole, targets, spe) that rebuilds this model."""
+        out = {
             "name": self.name,
             "hparams": _plain(self.hparams),
             "dipole": self.has_dipole,
             "targets": self.targets,
         }
+        if self.spe_options is not None:
+            out["spe"] = _plain(self.spe_options)
+        return out
+
+    # ------------------------------------------------------------------ SPE (localframe.nn.spe)
+    def _add_spe(self, options: dict[str, Any]) -> None:
+        """SPE of the bond graph as an extra invariant node input: Linear(SPE_i) (zero at the start) is
+        added to the representation's element embedding, so the model starts as it would without it."""
+        from localframe.errors import InputError
+        from localframe.nn.spe import SPE
+
+        inner = getattr(self.representation, "embedding", None)
+        if not isinstance(inner, nn.Embedding) or inner.embedding_dim != self.representation.hidden_channels:
+            raise InputError(f"model.spe: {self.name} has no element embedding of width hidden_channels to add it to")
+        allowed = {"eigenpairs", "maps", "channels", "layers", "hidden"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise InputError(f"unknown key 'model.spe.{unknown[0]}'; allowed here: {', '.join(sorted(allowed))}")
+        self.spe = SPE(**options)
+        self.spe_in = nn.Linear(self.spe.channels, inner.embedding_dim, bias=False)
+        nn.init.zeros_(self.spe_in.weight)
+        self.representation.embedding = _EmbeddingPlus(inner)
+
+    def fix_bond_graph(self, bonds: list | None) -> None:
+        """Use these bond graphs (one (2, B) array per structure of every later batch, in order) instead
+        of computing them from each call's positions: for MD, fix them from the first frame
+        (:func:`localframe.nn.spe.bond_graph`); None goes back to computing them."""
+        self.fixed_bonds = None if bonds is None else [np.asarray(b) for b in bonds]
+
+    def _spe_features(self, batch: AtomsBatch) -> torch.Tensor:
+        from localframe.nn.spe import bond_graph
+
+        numbers = batch.numbers.detach().cpu().numpy()
+        positions = batch.positions.detach().cpu().numpy()
+        counts = batch.n_atoms.tolist()
+        if self.fixed_bonds is not None and len(self.fixed_bonds) != len(counts):
+            raise ValueError(f"fix_bond_graph holds {len(self.fixed_bonds)} bond graphs for a batch of {len(counts)} structures")
+        out, start = [], 0
+        for k, n in enumerate(counts):
+            part = slice(start, start + n)
+            bonds = self.fixed_bonds[k] if self.fixed_bonds is not None else bond_graph(numbers[part], positions[part])
+            out.append(self.spe.of_structure(numbers[part], positions[part], bonds))
+            start += n
+        features = torch.cat(out) if out else batch.positions.new_zeros(0, self.spe.channels)
+        return self.spe_in(features.to(batch.positions.device))
 
     def forward(
         self, batch: AtomsBatch, forces: bool = True, stress: bool | None = None, dipole: bool | None = None
@@ -117,9 +168,13 @@ class AtomisticModel(nn.Module):
             strain, positions, cell = apply_strain(batch, positions)
             inputs.append(strain)
         vectors = batch.edge_vectors(positions, cell)
+        if self.spe is not None:
+            self.representation.embedding.extra = self._spe_features(batch)
         scalars, atom_vectors = self.representation(
             batch.numbers, batch.edge_index, vectors, batch.batch, batch.n_structures
         )
+        if self.spe is not None:
+            self.representation.embedding.extra = None  # no tensor of a call outlives it (copies, pickling)
         energy = self.energy_head(scalars, batch.numbers, batch.batch, batch.n_structures)
         out = {"energy": energy}
         if dipole:
@@ -137,6 +192,20 @@ class AtomisticModel(nn.Module):
             if stress:
                 out["stress"] = _zeros_if_none(grads[-1], inputs[-1]) / cell_volume(batch.cell).view(-1, 1, 1)
         return out
+
+
+class _EmbeddingPlus(nn.Module):
+    """An element embedding plus per-atom features set before each call (``extra``, (N, H))."""
+
+    def __init__(self, inner: nn.Embedding):
+        super().__init__()
+        self.inner = inner
+        self.embedding_dim = inner.embedding_dim
+        self.extra: torch.Tensor | None = None
+
+    def forward(self, numbers: torch.Tensor) -> torch.Tensor:
+        out = self.inner(numbers)
+        return out if self.extra is None else out + self.extra
 
 
 def _plain(value: Any) -> Any:

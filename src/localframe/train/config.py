@@ -52,6 +52,8 @@ class ModelConfig(_Section):
     preset: str | None = Field(default=None, description="e.g. 'leftnet-qm9': model name, hparams and cutoff")
     cutoff: float = Field(default=5.0, gt=0.1, le=MAX_CUTOFF)
     hparams: dict[str, Any] = Field(default_factory=dict)
+    spe: dict[str, Any] | None = Field(default=None, description="SPE of the bond graph as an extra node input "
+                                       "(localframe.nn.spe; {} for the defaults)")
     init: str = Field(default="model", description="model, pytorch, unit, virgo (localframe.nn.init), or a "
                       "pretrained model file (.pt) whose representation is fine-tuned")
 
@@ -150,6 +152,10 @@ def validate(raw: dict, source: str = "config") -> RunConfig:
     try:
         _resolve_model(cfg.model)
         _check_model(cfg.model, cfg.train.dtype)
+        if cfg.model.spe is not None:  # its options (the encoding adds to the model's embedding)
+            from localframe import models
+
+            models.create(cfg.model.name, cutoff=cfg.model.cutoff, spe=cfg.model.spe, **cfg.model.hparams)
     except InputError as err:
         raise err.located(source) from None
     return cfg

@@ -172,7 +172,8 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     norm = Normalization([0.0] * N_ELEMENTS, 1.0, {}) if pretrain else normalization(data, splits["train"], targets)
 
     # model with its normalisation
-    model = models.create(cfg.model.name, cutoff=cutoff, dipole="dipole" in data.labels and not pretrain, targets=targets, **cfg.model.hparams)
+    model = models.create(cfg.model.name, cutoff=cutoff, dipole="dipole" in data.labels and not pretrain, targets=targets, spe=cfg.model.spe,
+                          **cfg.model.hparams)
     model = model.to(dtype)
     provenance = initialize(model, cfg.model.init, datasets["train"], tc.seed)
     norm.apply(model)

@@ -1,0 +1,132 @@
+"""SPE: basis and sign invariance under a repeated eigenvalue, permutation equivariance, bonds, and the
+physics of a model that takes it as an input."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+import localframe
+from localframe import models
+from localframe.data.batch import AtomsBatch
+from localframe.errors import InputError
+from localframe.nn.spe import SPE, adjacency, bond_graph, laplacian_eigenpairs
+
+from conftest import random_rotation
+
+
+def _cycle(n):
+    return np.array([[k for k in range(n)], [(k + 1) % n for k in range(n)]])
+
+
+def test_same_encoding_for_any_basis_of_a_repeated_eigenvalue():
+    """The 6-cycle's normalised Laplacian has eigenvalues 0, ½, ½, 3/2, 3/2, 2: rotating and flipping the
+    eigenvectors inside each two-dimensional eigenspace, and permuting them, leaves SPE unchanged."""
+    torch.manual_seed(0)
+    spe = SPE(eigenpairs=6).double()
+    a = adjacency(6, _cycle(6))
+    lam, vec = laplacian_eigenpairs(a, 6)
+    assert np.allclose(lam.numpy(), [0, 0.5, 0.5, 1.5, 1.5, 2.0], atol=1e-12)
+    base = spe(lam, vec, a)
+    rng = np.random.default_rng(1)
+    other = vec.clone()
+    for block in ([1, 2], [3, 4]):
+        q, _ = np.linalg.qr(rng.normal(size=(2, 2)))
+        other[:, block] = vec[:, block] @ torch.tensor(q @ np.diag([1.0, -1.0]))
+    order = [0, 2, 1, 4, 3, 5]  # eigh's order within an eigenspace is arbitrary
+    assert not torch.allclose(other, vec)
+    assert torch.allclose(spe(lam[order], other[:, order], a), base, atol=1e-10)
+    assert torch.allclose(spe(lam, -vec, a), base, atol=1e-10)  # signs
+    # nearby eigenvalues, nearby encodings (stability): a slight perturbation of the graph
+    a2 = a.clone()
+    a2[0, 1] = a2[1, 0] = 1.001
+    assert (spe(*laplacian_eigenpairs(a2, 6), a2) - base).abs().max() < 1e-2 * base.abs().max()
+
+
+def test_permutation_equivariance_and_padding():
+    torch.manual_seed(0)
+    spe = SPE(eigenpairs=12).double()  # more eigenpairs than atoms: zero-padded
+    atoms = molecule("CH3CH2OH")
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    base = spe.of_structure(atoms.numbers, atoms.positions)
+    moved = spe.of_structure(atoms.numbers[perm], atoms.positions[perm])
+    assert base.shape == (9, 16) and torch.allclose(moved, base[perm], atol=1e-10)
+
+
+def test_bonds_from_covalent_radii():
+    bonds = {tuple(b) for b in bond_graph(*_z_x(molecule("CH3CH2OH"))).T}
+    assert len(bonds) == 8  # C-C, C-O, O-H, 5 C-H
+    water_pair = Atoms("OH2OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0],
+                                           [2.9, 0, 0], [3.5, 0.7, 0], [3.5, -0.7, 0]])
+    assert bond_graph(*_z_x(water_pair)).shape[1] == 4  # the hydrogen bond (1.9 Å) is not a bond
+
+
+def _z_x(a):
+    return a.numbers, a.positions
+
+
+def _model(name="painn"):
+    torch.manual_seed(0)
+    model = models.create(name, hidden_channels=16, num_layers=2, num_radial=8, spe={"eigenpairs": 6}).double()
+    torch.nn.init.normal_(model.spe_in.weight)  # it starts at zero: give the encoding a say
+    return model.eval()
+
+
+def test_a_model_with_spe_keeps_its_guarantees():
+    model = _model()
+    atoms = molecule("CH3CH2OH")
+    atoms.positions += np.random.default_rng(3).normal(scale=0.05, size=atoms.positions.shape)
+
+    def run(a):
+        out = model(AtomsBatch.from_atoms(a, model.cutoff, dtype=torch.float64))
+        return float(out["energy"].detach()), out["forces"].detach().numpy()
+
+    e, f = run(atoms)
+    without = models.create("painn", hidden_channels=16, num_layers=2, num_radial=8).double().eval()
+    without.load_state_dict({k.replace("embedding.inner.", "embedding."): v for k, v in model.state_dict().items()
+                             if not k.startswith("spe")})
+    assert abs(float(without(AtomsBatch.from_atoms(atoms, 5.0, dtype=torch.float64))["energy"].detach()) - e) > 1e-6
+    q = random_rotation(np.random.default_rng(0)) * np.array([1, 1, -1])
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ q.T + 1.5
+    perm = np.random.default_rng(1).permutation(len(atoms))
+    e2, f2 = run(moved[perm])
+    assert e2 == pytest.approx(e, abs=1e-10) and np.allclose(f2, (f @ q.T)[perm], atol=1e-9)
+    # forces are −∂E/∂x (the bond graph does not change under a small displacement)
+    h, k = 1e-5, (2, 1)
+    plus, minus = atoms.copy(), atoms.copy()
+    plus.positions[k] += h
+    minus.positions[k] -= h
+    assert f[k] == pytest.approx(-(run(plus)[0] - run(minus)[0]) / (2 * h), abs=1e-6)
+
+
+def test_fixed_bond_graph_and_model_file(tmp_path):
+    model = _model("schnet")
+    atoms = molecule("CH3CH2OH")
+    batch = AtomsBatch.from_atoms(atoms, model.cutoff, dtype=torch.float64)
+    e = float(model(batch)["energy"].detach())
+    stretched = atoms.copy()
+    stretched.positions[8] += 1.5 * (stretched.positions[8] - stretched.positions[2])  # the O-H bond broken
+    model.fix_bond_graph([bond_graph(atoms.numbers, atoms.positions)])
+    fixed = float(model(AtomsBatch.from_atoms(stretched, model.cutoff, dtype=torch.float64))["energy"].detach())
+    model.fix_bond_graph(None)
+    free = float(model(AtomsBatch.from_atoms(stretched, model.cutoff, dtype=torch.float64))["energy"].detach())
+    assert fixed != pytest.approx(free, abs=1e-9)  # the encoding changed with the graph: fixing it matters
+    from localframe.io import save_model
+
+    save_model(model, tmp_path / "m.pt")
+    loaded = localframe.load_model(tmp_path / "m.pt", dtype="float64")
+    assert loaded.config()["spe"] == {"eigenpairs": 6}
+    assert float(loaded(batch)["energy"].detach()) == pytest.approx(e, abs=1e-10)
+    with pytest.raises(InputError, match="model.spe.depth"):
+        models.create("schnet", spe={"depth": 3})
+
+
+def test_config_key_checked_before_any_work():
+    from localframe.train import config as configuration
+
+    raw = {"data": {"source": "x.extxyz"}, "model": {"name": "schnet", "spe": {"depth": 2}}}
+    with pytest.raises(InputError, match="unknown key 'model.spe.depth'"):
+        configuration.validate(raw)
+    assert configuration.validate({**raw, "model": {"name": "schnet", "spe": {"eigenpairs": 4}}}).model.spe == {"eigenpairs": 4}
