@@ -128,3 +128,18 @@ def test_noisy_nodes_auxiliary_loss_is_logged(tmp_path):
     assert "test" in result
     header = (tmp_path / "nn" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train_denoise", "val_denoise", "val_energy_mae"} <= set(header)
+
+
+def test_pretrain_command(tmp_path, capsys):
+    import yaml
+
+    from localframe.cli import main
+
+    data = write_emt_frames(tmp_path / "water.extxyz", "H2O", 12, 0.05)
+    raw = _raw(data, tmp_path / "pre")
+    raw["data"] = {"source": data, "n_train": 8, "n_val": 4}
+    raw["train"]["max_epochs"] = 1
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["pretrain", str(tmp_path / "c.yaml"), "--quiet", "train.denoise_sigma=0.05"]) == 0
+    assert "fine-tune with model.init=" in capsys.readouterr().out
+    assert localframe.load_model(tmp_path / "pre" / "model.pt").metadata["pretraining"]["sigma"] == 0.05
