@@ -111,11 +111,14 @@ def test_fine_tuning_refuses_another_architecture(pretrained, tmp_path):
     wider = _raw(data, tmp_path / "a", init=path)
     wider["model"]["hparams"]["hidden_channels"] = 32
     with pytest.raises(InputError, match=r"other hyperparameters than this run's \(hidden_channels 16 there, 32 here\)") as err:
-        train(configuration.validate(wider), progress=False)
+        configuration.validate(wider)  # refused with the config, before any data is read
     assert "\n" not in str(err.value) and path in str(err.value)
     other = _raw(data, tmp_path / "b", init=path, name="schnet")
     with pytest.raises(InputError, match="holds a painn at 4 Å representation, but this run builds schnet at 4 Å"):
-        train(configuration.validate(other), progress=False)
+        configuration.validate(other)
+    with_spe = _raw(data, tmp_path / "c", init=path, spe={})
+    with pytest.raises(InputError, match="has model.spe None, this run {}"):
+        configuration.validate(with_spe)
 
 
 def test_noisy_nodes_auxiliary_loss_is_logged(tmp_path):

@@ -156,6 +156,10 @@ def validate(raw: dict, source: str = "config") -> RunConfig:
             from localframe import models
 
             models.create(cfg.model.name, cutoff=cfg.model.cutoff, spe=cfg.model.spe, **cfg.model.hparams)
+        if cfg.model.init.endswith(".pt"):  # a pretrained file of this architecture
+            from localframe.train.finetune import check_file
+
+            check_file(cfg.model, cfg.model.init)
     except InputError as err:
         raise err.located(source) from None
     return cfg
