@@ -15,7 +15,8 @@ much it flatters a model: it is never reported alone.
 
 **Corrected table** (the fix proposed in isayevlab/geom-drugs-3dgen-evaluation): neutral atoms have
 their one closed-shell valence; a charge moves it by one (C⁻/C⁺ 3, N⁺ 4, N⁻ 2, O⁺ 3, O⁻ 1);
-aromatic bonds count 1.5 and the sum is rounded.
+valences are sums of Kekulé bond orders (an aromatic ring counts its alternating 1s and 2s, as
+RDKit's total valence does; a uniform 1.5 would make the N–H of a pyrrole 4-valent).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ CORRECTED_VALENCE = {
     "F": {0: (1,)},
 }
 VALENCY_TABLES = {"midi": MIDI_VALENCE, "corrected": CORRECTED_VALENCE}
-AROMATIC_WEIGHT = {"midi": 1.0, "corrected": 1.5}
+AROMATIC_WEIGHT = {"midi": 1.0, "corrected": None}  # None: the Kekulé order
 
 
 def bond_order(z1: int, z2: int, distance: float) -> int:
@@ -89,11 +90,12 @@ def distance_bonds(numbers: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def valences(n_atoms: int, bonds: np.ndarray, aromatic: np.ndarray | None = None, aromatic_weight: float = 1.0) -> np.ndarray:
-    """Sum of bond orders per atom; bonds flagged ``aromatic`` count ``aromatic_weight`` (rounded sum)."""
+def valences(n_atoms: int, bonds: np.ndarray, aromatic: np.ndarray | None = None, aromatic_weight: float | None = None) -> np.ndarray:
+    """Sum of Kekulé bond orders per atom; bonds flagged ``aromatic`` count ``aromatic_weight`` instead
+    where it is given (rounded sum)."""
     total = np.zeros(n_atoms)
     weights = bonds[:, 2].astype(float) if len(bonds) else np.zeros(0)
-    if aromatic is not None and len(bonds):
+    if aromatic is not None and aromatic_weight is not None and len(bonds):
         weights = np.where(aromatic, aromatic_weight, weights)
     np.add.at(total, bonds[:, 0], weights)
     np.add.at(total, bonds[:, 1], weights)
