@@ -231,6 +231,15 @@ def _read_notes(path: str | None) -> str | None:
         raise InputError(f"cannot read the notes file: {err.strerror}", path[:200]) from None
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from localframe.interop.metatomic import export_metatomic
+
+    elements = tuple(int(z) for z in args.elements.split(",")) if args.elements else None
+    path = export_metatomic(args.model, args.out, dtype=args.dtype, elements=elements)
+    print(f"wrote {path} (metatomic, {args.dtype}); load it with metatomic_ase.MetatomicCalculator('{path}')")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from localframe import bench
 
@@ -343,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skin", type=float, default=0.0, help="Verlet skin of the neighbour list, Å: reuse the list "
                    "while no atom moved more than skin/2 (default 0: a fresh list every step)")
     p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("export", help="write a model file as one file other engines load (metatomic TorchScript)")
+    p.add_argument("model", help="model file (RUN_DIR/model.pt)")
+    p.add_argument("out", help="file to write, e.g. model-metatomic.pt")
+    p.add_argument("--format", choices=("metatomic",), default="metatomic", help="default metatomic")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
+    p.add_argument("--elements", metavar="Z,Z,...", help="atomic numbers accepted (default: those the model was trained on)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("relax", help="relax a structure (and a periodic cell) with a model file or a committee")
     _add_model_options(p)
