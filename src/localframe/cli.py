@@ -261,6 +261,59 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate_train(args: argparse.Namespace) -> int:
+    from localframe.generate import train
+
+    result = train.train(train.load_config(args.config, args.overrides), progress=not args.quiet)
+    print(f"{result['steps']} steps ({result['epochs']:.2f} epochs of {result['n_train']} molecules) in "
+          f"{result['seconds']:.0f} s; QM9 molecules dropped from the split: {result['dropped']}; wrote {result['model']}")
+    return 0
+
+
+def cmd_generate_sample(args: argparse.Namespace) -> int:
+    from localframe.generate.sample import sample
+
+    r = sample(args.model, args.n, args.steps, args.out, seed=args.seed, batch_size=args.batch_size,
+               threads=args.threads, progress=not args.quiet)
+    print(f"wrote {r['n']} molecules to {r['out']} ({r['steps']} steps, {r['molecules_per_second']:.2f} molecules/s)")
+    return 0
+
+
+def cmd_generate_evaluate(args: argparse.Namespace) -> int:
+    from localframe.generate import metrics
+
+    result = metrics.evaluate_file(args.file, reference=args.reference, novelty=not args.no_novelty)
+    print(json.dumps(result, indent=2) if args.json else metrics.render(result))
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="3D molecule generation: train, sample, evaluate (EDM, flow matching)")
+    g = p.add_subparsers(dest="generate_command", metavar="ACTION", required=True)
+    q = g.add_parser("train", help="train a generative model from a YAML config (see configs/generate_qm9.yaml)")
+    q.add_argument("config", help="YAML config")
+    q.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.minutes=60 process=edm")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_generate_train)
+    q = g.add_parser("sample", help="sample molecules from a generative model file into an SDF file")
+    q.add_argument("model", help="RUN_DIR/model.pt of 'localframe generate train'")
+    q.add_argument("--n", type=int, default=1000, help="molecules (default 1000)")
+    q.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    q.add_argument("--out", default="mols.sdf", help="SDF file (default mols.sdf)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--batch-size", type=int, default=100, help="molecules per batch (default 100)")
+    q.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_generate_sample)
+    q = g.add_parser("evaluate", help="stability (EDM and valency tables), validity, connectivity, uniqueness, novelty")
+    q.add_argument("file", help="SDF file with 3D coordinates (bonds and charges read from it)")
+    q.add_argument("--reference", type=int, default=1000,
+                   help="QM9 training molecules for the reference rows (default 1000; 0: none)")
+    q.add_argument("--no-novelty", action="store_true", help="skip the training SMILES (no QM9 needed)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_generate_evaluate)
+
+
 # ------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from localframe import __version__
@@ -402,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-train", type=int, help="training structures (default: qm9 10,000; md17 950)")
     g.add_argument("--n-test", type=int, help="test structures (default: all the task has)")
     p.set_defaults(func=cmd_bench)
+    _add_generate(sub)
     return parser
 
 
@@ -412,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # section.key=value overrides may stand anywhere on a train command line, also after flags
     overrides = [item for item in extra if "=" in item and not item.startswith("-")]
-    if extra and (getattr(args, "func", None) not in (cmd_train, cmd_pretrain) or len(overrides) != len(extra)):
+    if extra and (getattr(args, "func", None) not in (cmd_train, cmd_pretrain, cmd_generate_train) or len(overrides) != len(extra)):
         parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides)}")
     if overrides:
         args.overrides = [*args.overrides, *overrides]
