@@ -126,11 +126,12 @@ def train(cfg: dict, progress: bool = True) -> dict:
         torch.nn.utils.clip_grad_norm_(process.parameters(), 1.0)
         optimizer.step()
         step += 1
-        recent.append(loss.item())
+        last = loss.item()
+        recent.append(last)
         if step % int(t_cfg["log_every"]) == 0:
             rows.append(f"{step},{time.perf_counter() - start:.1f},{np.mean(recent):.5f}")
             recent = []
-        meter.update(step if max_steps else time.perf_counter() - start, loss=f"{recent[-1]:.4f}", step=step)
+        meter.update(step if max_steps else time.perf_counter() - start, loss=f"{last:.4f}", step=step)
     meter.close()
     seconds = time.perf_counter() - start
     write_text(run / "metrics.csv", "\n".join(rows) + "\n")
