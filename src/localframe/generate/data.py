@@ -149,7 +149,7 @@ def match_smiles(smiles: str, numbers: np.ndarray, positions: np.ndarray):
     return np.array(sorted(bonds), dtype=np.int64).reshape(-1, 3), charges, canonical
 
 
-def _build(data: qm9.QM9, indices: np.ndarray, progress: bool = False) -> MoleculeSet:
+def _build(data: qm9.QM9, indices: np.ndarray) -> MoleculeSet:
     from rdkit import RDLogger
 
     RDLogger.DisableLog("rdApp.*")
