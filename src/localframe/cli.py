@@ -86,6 +86,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace, pretrain: bool = False) -> int:
     from localframe.train import config as configuration
+    from localframe.allocator import apply_default
+
+    apply_default()
     from localframe.train.run import train
 
     if args.resume:
@@ -129,6 +132,9 @@ def _print_result(result: dict, run_dir: str) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from localframe.train.run import evaluate
+    from localframe.allocator import apply_default
+
+    apply_default()
 
     result = evaluate(args.model, args.data, out=args.out, batch_size=args.batch_size,
                       allow_unseen_elements=args.allow_unseen_elements, **_source_options(args))
@@ -170,6 +176,9 @@ def _structure_and_calculator(args: argparse.Namespace, skin: float = 0.0):
 
 def cmd_md(args: argparse.Namespace) -> int:
     from localframe.md import run_md
+    from localframe.allocator import apply_default
+
+    apply_default()
 
     atoms, calc = _structure_and_calculator(args, args.skin)
     summary = run_md(

@@ -151,18 +151,10 @@ def clock():
 
 
 def tune_allocator() -> bool:
-    """Make glibc's malloc serve every allocation from its heap and never give memory back.
+    """Tune glibc's malloc for the rest of the process (:func:`localframe.allocator.tune`)."""
+    from localframe.allocator import tune
 
-    By default glibc maps each allocation above 32 MiB afresh and unmaps it when freed, so every
-    large tensor of a big energy + forces call page-faults its memory in again (system time that
-    grows with the system). ``mallopt(M_MMAP_MAX, 0)`` and ``mallopt(M_TRIM_THRESHOLD, -1)``
-    stop that for the rest of the process. Returns False where it cannot be done (not glibc)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, -1))
-    except (OSError, AttributeError):
-        return False
+    return tune()
 
 
 @contextlib.contextmanager
