@@ -68,7 +68,8 @@ import torch
 from torch import nn
 
 from localframe.errors import InputError
-from localframe.heads import N_ELEMENTS, columnwise, mlp
+from localframe.nn.elements import N_ELEMENTS
+from localframe.nn.mlp import columnwise, mlp
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff

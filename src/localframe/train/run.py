@@ -29,7 +29,7 @@ from localframe.io import save_model
 from localframe.progress import Progress
 from localframe.train import config as configuration
 from localframe.train import outputs
-from localframe.heads import N_ELEMENTS
+from localframe.nn.elements import N_ELEMENTS
 from localframe.train.data import GraphDataset, Normalization, loader, make_splits, normalization
 from localframe.train.evaluate import ERROR_UNITS, learning_curve, metrics, parity_plots, predict, write_json
 from localframe.train.module import AtomicCheckpointIO, Task
