@@ -197,3 +197,20 @@ def test_stress_is_strain_derivative(model, crystal):
     numeric = (e[..., 0] - e[..., 1]) / (2 * h) / abs(np.linalg.det(crystal.cell.array))
     assert rel(stress, numeric) < 1e-6
     assert np.abs(stress - stress.T).max() < 1e-12
+
+
+def test_radial_bases_return_no_subnormals():
+    """Subnormal basis values (they slow every product reading them) are 0; the rest is unchanged."""
+    import torch
+
+    from localframe.nn.radial import ExpNormalBasis, GaussianBasis
+
+    d = torch.linspace(0.5, 5.0, 400)
+    for basis in (GaussianBasis(5.0, 50), ExpNormalBasis(5.0, 32)):
+        phi = basis(d)
+        tiny = torch.finfo(phi.dtype).tiny
+        assert not ((phi != 0) & (phi.abs() < tiny)).any()
+        exact = torch.exp(basis.coeff * (d.unsqueeze(-1) - basis.centers).pow(2)) if isinstance(
+            basis, GaussianBasis) else torch.exp(-basis.beta * (torch.exp(-d).unsqueeze(-1) - basis.centers).pow(2))
+        assert ((exact > 0) & (exact < tiny)).any()  # the case is real: these bases do underflow
+        torch.testing.assert_close(phi, exact, rtol=0, atol=tiny)

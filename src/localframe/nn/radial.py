@@ -4,6 +4,8 @@ r"""Radial bases φ_k(d) for pair distances d (Å). None includes an envelope: m
 * Gaussian:    φ_k(d) = exp(−(d − μ_k)² / (2 σ²)),  μ_k evenly spaced on [0, r_c], σ = their spacing
 * Exp-normal:  φ_k(d) = exp(−β (e^{−d} − μ_k)²),  μ_k evenly spaced on [e^{−r_c}, 1],
                β = (2 (1 − e^{−r_c}) / K)^{−2}  (PhysNet / TorchMD-Net)
+
+The Gaussian and exp-normal bases return their subnormal values as 0 (:func:`flush_subnormal`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,16 @@ import math
 
 import torch
 from torch import nn
+
+
+def flush_subnormal(x: torch.Tensor) -> torch.Tensor:
+    """x with its subnormal entries (0 < |x| < the dtype's smallest normal number: 1.2e-38 in float32) set to 0.
+
+    Gaussian-type bases underflow into subnormals for the functions far from d (exp-normal: 5 % of φ on a
+    QM9 batch, Gaussians of SchNet: 4 %, float32); every matrix product that reads them, and their
+    gradients, then runs 2–4× slower on CPUs that handle subnormals in microcode. The change is below
+    1.2e-38 (2.2e-308 in float64)."""
+    return x.masked_fill(x.abs() < torch.finfo(x.dtype).tiny, 0.0)
 
 
 class BesselBasis(nn.Module):
@@ -38,7 +50,7 @@ class GaussianBasis(nn.Module):
         self.coeff = -0.5 / width**2
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
-        return torch.exp(self.coeff * (d.unsqueeze(-1) - self.centers).pow(2))
+        return flush_subnormal(torch.exp(self.coeff * (d.unsqueeze(-1) - self.centers).pow(2)))
 
 
 class ExpNormalBasis(nn.Module):
@@ -50,4 +62,4 @@ class ExpNormalBasis(nn.Module):
         self.beta = (2.0 * (1.0 - start) / num) ** -2
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-self.beta * (torch.exp(-d).unsqueeze(-1) - self.centers).pow(2))
+        return flush_subnormal(torch.exp(-self.beta * (torch.exp(-d).unsqueeze(-1) - self.centers).pow(2)))
