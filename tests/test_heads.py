@@ -15,7 +15,8 @@ from ase.build import molecule
 from localframe import models
 from localframe.data.batch import AtomsBatch
 from localframe.errors import InputError
-from localframe.heads import check_targets, columnwise, mlp
+from localframe.heads import check_targets
+from localframe.nn.mlp import columnwise, mlp
 from localframe.io import FORMAT_VERSION, load_model, save_model
 from localframe.nn.scatter import gather
 

@@ -175,7 +175,7 @@ def reference_forward(body, numbers, edge_index, vectors):
     """LEFTNet's forward as written before its speed-up (u ⊙ filter as a separate product, φ not flushed,
     g by :func:`columnwise`, an out-of-place addcmul, the whole LSE in one chunk): the equations of the
     module docstring, step by step."""
-    from localframe.heads import columnwise
+    from localframe.nn.mlp import columnwise
     from localframe.nn.frames import safe_norm, scalarize, tensorize
     from localframe.nn.scatter import gather, scatter_sum
 

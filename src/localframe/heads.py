@@ -30,7 +30,7 @@ from torch import nn
 
 from localframe.errors import InputError
 from localframe.nn.elements import N_ELEMENTS
-from localframe.nn.mlp import columnwise, mlp  # noqa: F401 - re-exported: model files import them from here
+from localframe.nn.mlp import mlp
 from localframe.nn.scatter import scatter_mean, scatter_sum
 
 AGGREGATIONS = {"sum": scatter_sum, "mean": scatter_mean}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from localframe.heads import mlp
+from localframe.nn.mlp import mlp
 from localframe.nn.scatter import scatter_mean, scatter_sum
 
 
