@@ -146,3 +146,31 @@ def test_pretrain_command(tmp_path, capsys):
     assert main(["pretrain", str(tmp_path / "c.yaml"), "--quiet", "train.denoise_sigma=0.05"]) == 0
     assert "fine-tune with model.init=" in capsys.readouterr().out
     assert localframe.load_model(tmp_path / "pre" / "model.pt").metadata["pretraining"]["sigma"] == 0.05
+
+
+def test_qm9_train_offset_keeps_pretraining_molecules_out_of_the_fine_tuning_sets():
+    """data.train_offset=k: training and validation molecules from the standard training split after its
+    first k, disjoint from a run with n_train ≤ k and from the validation and test splits."""
+    from localframe.data import qm9, sources
+
+    fine = qm9.split(n_train=1000, n_val=500)
+    pre = qm9.split(n_train=3800, n_val=200, train_offset=1000)
+    assert len(pre["train"]) == 3800 and len(pre["val"]) == 200
+    labelled = set(fine["train"]) | set(fine["val"]) | set(fine["test"])
+    assert not (set(pre["train"]) | set(pre["val"])) & labelled
+    assert not set(pre["train"]) & set(pre["val"])
+    assert np.array_equal(pre["train"], qm9.split()["train"][1000:4800])  # the next molecules of the training split
+    with pytest.raises(InputError, match="train_offset 109000 \\+ data.n_train 1000 \\+ data.n_val 1000 is more than"):
+        qm9.split(n_train=1000, n_val=1000, train_offset=109_000)
+    # through the data source, by QM9 id
+    data = sources.load("qm9", selection={"n_train": 50, "n_val": 10, "train_offset": 1000}, notify=None)
+    ids = {data.atoms[k].info["qm9_id"] for part in ("train", "val") for k in data.splits[part]}
+    every = qm9.load()
+    assert not ids & {int(every.ids[k]) for k in labelled}
+
+
+def test_train_offset_is_refused_for_other_sources(tmp_path):
+    raw = _raw(str(tmp_path / "water.extxyz"), tmp_path / "r")
+    raw["data"]["train_offset"] = 10
+    with pytest.raises(InputError, match="data.train_offset applies to data.source qm9 only"):
+        configuration.validate(raw)

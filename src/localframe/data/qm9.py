@@ -123,11 +123,19 @@ class QM9:
         return out
 
 
-def split(n_train: int | None = None, n_val: int | None = None, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
-    """Indices of the standard split: 110,000 / 10,000 / rest, subsets by ``n_train``/``n_val``."""
+def split(n_train: int | None = None, n_val: int | None = None, seed: int = SPLIT_SEED,
+          train_offset: int | None = None) -> dict[str, np.ndarray]:
+    """Indices of the standard split: 110,000 / 10,000 / rest, subsets by ``n_train``/``n_val``.
+
+    ``train_offset`` = k: training and validation molecules both come from the standard training split
+    after its first k (train = train[k : k + n_train], val = the next n_val; defaults: n_val 10,000 and
+    n_train the rest), so they are disjoint from a run with ``n_train`` ≤ k (its training molecules) and
+    from the standard validation and test splits (pretraining on molecules a fine-tuning run never sees)."""
     train_size, val_size = SPLIT_SIZES
     perm = np.random.default_rng(seed).permutation(N_MOLECULES)
     train, val, test = perm[:train_size], perm[train_size : train_size + val_size], perm[train_size + val_size :]
+    if train_offset is not None:
+        return _after(train, test, train_offset, n_train, n_val)
     for name, n, limit in (("n_train", n_train, train_size), ("n_val", n_val, val_size)):
         if n is not None and not 0 < n <= limit:
             raise InputError(f"qm9: {name} must be between 1 and {limit}, got {n}")
@@ -136,6 +144,18 @@ def split(n_train: int | None = None, n_val: int | None = None, seed: int = SPLI
         "val": val[:n_val] if n_val else val,
         "test": test,
     }
+
+
+def _after(train: np.ndarray, test: np.ndarray, offset: int, n_train: int | None, n_val: int | None) -> dict:
+    """Training and validation molecules from ``train[offset:]`` (see :func:`split`)."""
+    rest = len(train) - offset
+    n_val = n_val or min(SPLIT_SIZES[1], rest // 2)
+    n_train = n_train or rest - n_val
+    if not 0 <= offset < len(train) or n_train + n_val > rest:
+        raise InputError(f"qm9: data.train_offset {offset} + data.n_train {n_train} + data.n_val {n_val} is more than "
+                         f"the {len(train)} molecules of the training split")
+    return {"train": train[offset : offset + n_train], "val": train[offset + n_train : offset + n_train + n_val],
+            "test": test}
 
 
 def data_dir() -> Path:

@@ -23,9 +23,10 @@ from localframe.errors import InputError
 FLAGS = {"keys": "--key", "units": "--unit", "extra": "--extra", "format": "--format"}
 
 
-def _load_qm9(spec: str, targets=None, n_train: int | None = None, n_val: int | None = None, seed: int = qm9.SPLIT_SEED) -> StructureSet:
+def _load_qm9(spec: str, targets=None, n_train: int | None = None, n_val: int | None = None, seed: int = qm9.SPLIT_SEED,
+              train_offset: int | None = None) -> StructureSet:
     data = qm9.load()
-    parts = qm9.split(n_train=n_train, n_val=n_val, seed=seed)
+    parts = qm9.split(n_train=n_train, n_val=n_val, seed=seed, train_offset=train_offset)
     unknown = [t for t in (targets or ()) if t not in qm9.TARGETS]
     if unknown:
         raise InputError(f"qm9: unknown targets {unknown}; known: {', '.join(qm9.TARGETS)}")
@@ -72,7 +73,7 @@ def aggregation(target: str) -> str:
 def load(spec: str | Path, notify: Callable[[str], None] | None = _stderr, selection: dict[str, Any] | None = None,
          **options: Any) -> StructureSet:
     """Load a data source. Options: ``keys``, ``units``, ``extra``, ``format`` (files; ``extra`` and
-    ``format`` for ASE files only); ``targets``, ``n_train``, ``n_val``, ``seed`` (QM9). Options left
+    ``format`` for ASE files only); ``targets``, ``n_train``, ``n_val``, ``seed``, ``train_offset`` (QM9). Options left
     empty (``None``, ``{}``) are ignored; one the source does not take raises :class:`InputError`.
 
     ``selection`` holds what a training run asks of any source (``targets``, ``n_train``, ``n_val``,

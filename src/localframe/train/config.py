@@ -45,6 +45,15 @@ class DataConfig(_Section):
     n_val: int | None = Field(default=None, gt=0)
     n_test: int | None = Field(default=None, gt=0)
     split_seed: int = Field(default=42, ge=0, le=MAX_SEED)
+    train_offset: int | None = Field(default=None, ge=0, description="QM9: training and validation molecules from the "
+                                     "standard training split after its first train_offset (disjoint from a run "
+                                     "with data.n_train <= train_offset and from the validation and test splits)")
+
+    @model_validator(mode="after")
+    def _check_offset(self) -> "DataConfig":
+        if self.train_offset is not None and self.source.lower() != "qm9":
+            raise ValueError(f"data.train_offset applies to data.source qm9 only, not {self.source!r}")
+        return self
 
 
 class ModelConfig(_Section):

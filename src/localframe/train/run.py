@@ -159,7 +159,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     # data: splits, graphs, statistics of the training split
     data = sources.load(cfg.data.source, keys=cfg.data.keys, units=cfg.data.units, format=cfg.data.format,
                         selection=dict(targets=cfg.data.targets, n_train=cfg.data.n_train, n_val=cfg.data.n_val,
-                                       seed=cfg.data.split_seed))
+                                       seed=cfg.data.split_seed, train_offset=cfg.data.train_offset))
     targets = {} if pretrain else target_aggregations(cfg)
     missing = [t for t in targets if t not in data.labels]
     if missing:
@@ -220,6 +220,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
             "task": "coordinate denoising", "sigma": tc.denoise_sigma, "data": cfg.data.source,
             "structures": int(len(splits["train"])), "steps": int(trainer.global_step),
             "seconds": round(task.elapsed, 1), "val_denoise": round(float(task.best_metric), 6),
+            **({"train_offset": cfg.data.train_offset} if cfg.data.train_offset is not None else {}),
         }
     with writing(run / "model.pt", run):
         save_model(final, run / "model.pt")
