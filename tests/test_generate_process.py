@@ -110,7 +110,7 @@ class _OracleEDM(EDM):
 
     s2, sh2 = 0.5**2, 0.3**2
 
-    def predict(self, x, h, t, batch):
+    def predict(self, x, h, t, batch, condition=None):
         alpha, sigma = alpha_sigma(t[:1])
         a, s = alpha.item(), sigma.item()
         return (s * x / (a * a * self.s2 + s * s), s * h / (a * a * self.sh2 + s * s))
@@ -123,7 +123,7 @@ class _OracleFlow(FlowMatching):
     pi_types = torch.tensor([0.5, 0.3, 0.1, 0.05, 0.05], dtype=torch.float64)
     pi_charges = torch.tensor([0.1, 0.8, 0.1], dtype=torch.float64)
 
-    def predict(self, x, types, charges, t, batch):
+    def predict(self, x, types, charges, t, batch, bonds=None, condition=None):
         tt = t[:1].item()
         x_hat = tt * self.s2 * x / ((1 - tt) ** 2 + tt * tt * self.s2)
 
@@ -132,7 +132,7 @@ class _OracleFlow(FlowMatching):
             like = tt * torch.nn.functional.one_hot(state, k).double() + (1 - tt) / k
             return (pi * like).log()
 
-        return x_hat, posterior(self.pi_types, types), posterior(self.pi_charges, charges)
+        return x_hat, posterior(self.pi_types, types), posterior(self.pi_charges, charges), None
 
 
 def test_edm_sampler_recovers_a_gaussian_toy_distribution():

@@ -13,6 +13,9 @@ package). Bonds and formal charges come from the molecule's QM9 SMILES through R
 
 The standard split of :func:`localframe.data.qm9.split` (110,000 / 10,000 / rest, seed 42) is
 applied to QM9 indices *before* dropping, so a molecule is in the same part whatever was dropped.
+``half="first"`` / ``"second"`` keeps the first / second half of a part (55,000 + 55,000 QM9
+indices of the training part, also before dropping): EDM's conditioning protocol trains the
+property regressor on one half of the training set and the generator on the other.
 The result for all of QM9 is cached (``qm9_bonds_v1.npz`` in the QM9 cache folder).
 """
 
@@ -32,6 +35,7 @@ ELEMENTS_H = (1, 6, 7, 8, 9)
 ELEMENTS_NO_H = (6, 7, 8, 9)
 CHARGES = (-1, 0, 1)
 DROP_REASONS = ("sanitisation", "matching")
+HALVES = ("first", "second")
 
 
 @dataclass
@@ -95,6 +99,14 @@ class MoleculeSet:
         return MoleculeSet(self.qm9_index.copy(), np.array(n_atoms), np.concatenate(numbers), np.concatenate(charges),
                            np.concatenate(positions), np.array(n_bonds), np.concatenate(bonds), self.smiles.copy(),
                            dict(self.dropped))
+
+    def properties(self, names) -> np.ndarray:
+        """(M, C) QM9 properties of the molecules, in :mod:`localframe.data.qm9`'s units."""
+        targets = qm9.load().targets
+        unknown = [name for name in names if name not in targets]
+        if unknown:
+            raise InputError(f"qm9: unknown property {unknown[0]!r}; choose from {', '.join(targets)}")
+        return np.stack([targets[name][self.qm9_index] for name in names], axis=1).reshape(len(self), len(names))
 
     def atom_count_histogram(self) -> np.ndarray:
         """counts[n] = molecules with n atoms (the size distribution that sampling draws from)."""
@@ -188,17 +200,24 @@ def load_all(cache: bool = True) -> MoleculeSet:
     return result
 
 
-def load_split(part: str = "train", hydrogens: bool = True, n: int | None = None, cache: bool = True) -> MoleculeSet:
+def load_split(part: str = "train", hydrogens: bool = True, n: int | None = None, cache: bool = True,
+               half: str | None = None) -> MoleculeSet:
     """One part (``train``, ``val``, ``test``) of the standard QM9 split, with bonds and charges.
 
-    ``n`` keeps the first ``n`` surviving molecules of the part; ``dropped`` counts the molecules of
-    the whole part that sanitisation and matching removed.
+    ``half`` (``first``, ``second``) keeps that half of the part's QM9 indices; ``n`` keeps the
+    first ``n`` surviving molecules; ``dropped`` counts the molecules of the whole part (or half)
+    that sanitisation and matching removed.
     """
     parts = qm9.split()
     if part not in parts:
         raise InputError(f"qm9: unknown split part {part!r}; choose train, val or test")
+    if half is not None and half not in HALVES:
+        raise InputError(f"qm9: unknown half {half!r}; choose first or second")
     every = load_all(cache=cache)
     wanted = parts[part]
+    if half is not None:
+        middle = len(wanted) // 2
+        wanted = wanted[:middle] if half == "first" else wanted[middle:]
     position = {int(q): k for k, q in enumerate(every.qm9_index)}
     keep = np.array([position[int(q)] for q in wanted if int(q) in position], dtype=np.int64)
     n_dropped = len(wanted) - len(keep)

@@ -15,6 +15,17 @@ The representation stays as it is in ``localframe.models``; this head wraps it:
   vector features v_i (N, 3, F) → (N, 3) where the representation returns them (PaiNN, LEFTNet, …).
   The mean is removed per molecule, so the output lives in the zero-centre-of-mass subspace.
 - **Feature head** (invariant): an MLP of s_i to the per-atom outputs (ε of the features, or logits).
+- **Bond head** (invariant, optional: ``bond_classes`` > 0) on every unordered pair i < j of a
+  molecule (:func:`pair_index`), given the pair's current bond state e_ij (one-hot):
+
+      ℓ_ij = φ_e(s_i + s_j, s_i ⊙ s_j, RBF(d_ij), onehot(e_ij))
+
+  symmetric in i and j by construction. The representation takes no edge input, so the bond state
+  reaches it through the atoms: each atom's input gets its counts of single / double / triple
+  (… every non-"none" class) bonds, Σ_j onehot(e_ij)[1:].
+- **Condition** (optional: ``conditions`` > 0): a normalised molecular property c (B, C) joins
+  every atom's input as c_{batch(i)}, the way EDM feeds its context; it is a scalar, so the
+  outputs keep their symmetry.
 
 Scalars s_i are invariant and v_i equivariant, so Δx rotates with the molecule and is unchanged by
 a translation; the feature output is invariant.
@@ -23,11 +34,16 @@ a translation; the feature output is invariant.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from localframe import models
 from localframe.errors import InputError
+from localframe.nn.mlp import mlp
+from localframe.nn.radial import GaussianBasis
 from localframe.nn.scatter import gather, scatter_mean, scatter_sum
+
+BOND_RBF = (5.0, 20)  # bond head's distance basis: Gaussians on [0, 5] Å, 20 of them
 
 
 class _InjectedEmbedding(nn.Module):
@@ -55,9 +71,18 @@ def full_graph(batch: torch.Tensor) -> torch.Tensor:
     return torch.cat(rows, dim=1) if rows else torch.zeros(2, 0, dtype=torch.long)
 
 
+def pair_index(batch: torch.Tensor) -> torch.Tensor:
+    """Every unordered pair (i, j), i < j, within each molecule, sorted by (i, j): (2, P)."""
+    edges = full_graph(batch)
+    return edges[:, edges[0] < edges[1]]
+
+
 class Denoiser(nn.Module):
-    def __init__(self, in_features: int, out_features: int, model: str = "egnn", hparams: dict | None = None):
+    def __init__(self, in_features: int, out_features: int, model: str = "egnn", hparams: dict | None = None,
+                 bond_classes: int = 0, conditions: int = 0):
         super().__init__()
+        self.bond_classes, self.conditions = int(bond_classes), int(conditions)
+        extra = 1 + max(self.bond_classes - 1, 0) + self.conditions  # t, bond counts, condition
         hparams = {"cutoff": 10.0, **(hparams or {})}
         cls = models.representation_class(model)
         try:
@@ -69,20 +94,36 @@ class Denoiser(nn.Module):
             raise InputError(f"model {model!r} has no atom embedding to feed the denoiser's inputs through")
         for name in slots:
             dim = getattr(self.representation, name).embedding_dim
-            setattr(self.representation, name, _InjectedEmbedding(in_features + 1, dim))
+            setattr(self.representation, name, _InjectedEmbedding(in_features + extra, dim))
         self.slots = slots
         f = self.representation.scalar_channels or self.representation.hidden_channels
         self.coord_net = nn.Sequential(nn.Linear(2 * f + 1, f), nn.SiLU(), nn.Linear(f, 1))
         self.vector_out = nn.Linear(self.representation.hidden_channels, 1, bias=False) if cls.has_vectors else None
         self.feature_net = nn.Sequential(nn.Linear(f, f), nn.SiLU(), nn.Linear(f, out_features))
+        if self.bond_classes:
+            self.bond_rbf = GaussianBasis(*BOND_RBF)
+            self.bond_net = mlp([2 * f + BOND_RBF[1] + self.bond_classes, f, f, self.bond_classes])
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor, t: torch.Tensor, batch: torch.Tensor):
-        """x (N, 3), h (N, in_features), t (B,) in [0, 1], batch (N,) → (Δx (N, 3) zero-mean per molecule, (N, out))."""
+    def forward(self, x: torch.Tensor, h: torch.Tensor, t: torch.Tensor, batch: torch.Tensor,
+                bonds: torch.Tensor | None = None, condition: torch.Tensor | None = None):
+        """x (N, 3), h (N, in_features), t (B,) in [0, 1], batch (N,) sorted; with a bond head ``bonds``
+        (P,) the bond state of the pairs of :func:`pair_index`; with conditions ``condition`` (B, C).
+
+        Returns (Δx (N, 3) zero-mean per molecule, (N, out)), and (P, bond_classes) bond logits
+        third when the denoiser has a bond head."""
         n_mol = int(batch.max()) + 1 if len(batch) else 0
-        inputs = torch.cat([h, t[batch].unsqueeze(-1).to(h.dtype)], dim=-1)
+        inputs = [h, t[batch].unsqueeze(-1).to(h.dtype)]
+        edges = full_graph(batch)
+        pairs = edges[:, edges[0] < edges[1]]  # = pair_index(batch)
+        if self.bond_classes:
+            state = F.one_hot(bonds, self.bond_classes).to(h.dtype)
+            counts = scatter_sum(state[:, 1:], pairs[0], len(x)) + scatter_sum(state[:, 1:], pairs[1], len(x))
+            inputs.append(counts)
+        if self.conditions:
+            inputs.append(condition.to(h.dtype)[batch])
+        inputs = torch.cat(inputs, dim=-1)
         for name in self.slots:
             getattr(self.representation, name).features = inputs
-        edges = full_graph(batch)
         i, j = edges
         vectors = gather(x, j) - gather(x, i)
         numbers = torch.zeros(len(x), dtype=torch.long)
@@ -93,4 +134,12 @@ class Denoiser(nn.Module):
         if self.vector_out is not None and v is not None:
             dx = dx + self.vector_out(v).squeeze(-1)
         dx = dx - gather(scatter_mean(dx, batch, n_mol), batch)
-        return dx, self.feature_net(s)
+        if not self.bond_classes:
+            return dx, self.feature_net(s)
+        return dx, self.feature_net(s), self.bond_logits(s, x, pairs, state)
+
+    def bond_logits(self, s: torch.Tensor, x: torch.Tensor, pairs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """φ_e(s_i + s_j, s_i ⊙ s_j, RBF(d_ij), e_ij) for the pairs (2, P); symmetric in i, j."""
+        si, sj = gather(s, pairs[0]), gather(s, pairs[1])
+        d = (gather(x, pairs[0]) - gather(x, pairs[1])).norm(dim=-1)
+        return self.bond_net(torch.cat([si + sj, si * sj, self.bond_rbf(d).to(s.dtype), state], dim=-1))

@@ -12,6 +12,8 @@ Ancestral sampling on any grid 1 = t_T > … > t_0 = 0, for s < t with α_{t|s} 
     z_s = z_t / α_{t|s} − σ²_{t|s} / (α_{t|s} σ_t) · ε̂  +  (σ_{t|s} σ_s / σ_t) · ε'        (ε' centred for x)
 
 and at t = 0 the clean estimate (z_0 − σ_0 ε̂) / α_0; types and charges are the argmax of their blocks.
+A conditioned model (``conditions``) gets the normalised property of each molecule as a fixed
+input of every step, as EDM feeds its context. EDM generates no bonds (``bonds`` must be off).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ class EDM(Process):
         h[torch.arange(len(h)), k + batch.charges] = 1.0
         return FEATURE_SCALE * h
 
-    def predict(self, x, h, t, batch):
+    def predict(self, x, h, t, batch, condition=None):
         """ε̂ = (ε̂_x, ε̂_h) from the denoiser."""
-        return self.network(x, h, t, batch)
+        return self.network(x, h, t, batch, condition=condition)
 
     def loss(self, batch: Batch, t=None, noise=None) -> torch.Tensor:
         x, h, b, n = batch.x, self.features(batch), batch.batch, batch.n_mol
@@ -44,20 +46,22 @@ class EDM(Process):
         eps_x, eps_h = noise if noise is not None else (centred_noise(x.shape, b, n, dtype=x.dtype), torch.randn_like(h))
         alpha, sigma = alpha_sigma(t)
         a, s = alpha[b].unsqueeze(-1), sigma[b].unsqueeze(-1)
-        pred_x, pred_h = self.predict(a * x + s * eps_x, a * h + s * eps_h, t, b)
+        pred_x, pred_h = self.predict(a * x + s * eps_x, a * h + s * eps_h, t, b, batch.condition)
         return torch.cat([(pred_x - eps_x).pow(2), (pred_h - eps_h).pow(2)], dim=-1).mean()
 
     @torch.no_grad()
-    def sample(self, sizes, steps: int, generator=None, dtype=torch.float32, trajectory=None):
+    def sample(self, sizes, steps: int, generator=None, dtype=torch.float32, trajectory=None, condition=None):
+        """Molecules of the given sizes; ``condition`` (B, C) properties in their units for a conditioned model."""
         if steps < 1:
             raise ValueError("steps must be at least 1")
         b, n = size_batch(sizes)
         x = centred_noise((len(b), 3), b, n, generator, dtype)
         h = torch.randn((len(b), self.n_features), generator=generator, dtype=dtype)
+        c = self.normalise(condition, dtype) if self.conditions else None
         grid = torch.linspace(1.0, 0.0, steps + 1, dtype=dtype)
         for t, s in zip(grid[:-1], grid[1:]):
             tt = t.expand(n)
-            eps_x, eps_h = self.predict(x, h, tt, b)
+            eps_x, eps_h = self.predict(x, h, tt, b, c)
             (a_t, sig_t), (a_s, sig_s) = alpha_sigma(t), alpha_sigma(s)
             a_ts = a_t / a_s
             var_ts = sig_t**2 - a_ts**2 * sig_s**2
@@ -70,7 +74,7 @@ class EDM(Process):
                 trajectory.append(x.clone())
         # t = 0: the clean estimate
         a0, s0 = alpha_sigma(torch.zeros((), dtype=dtype))
-        eps_x, eps_h = self.predict(x, h, torch.zeros(n, dtype=dtype), b)
+        eps_x, eps_h = self.predict(x, h, torch.zeros(n, dtype=dtype), b, c)
         x = remove_mean((x - s0 * eps_x) / a0, b, n)
         h = (h - s0 * eps_h) / a0
         k = len(self.elements)

@@ -10,7 +10,15 @@ Time runs from noise (t = 0) to data (t = 1).
   p(c_1 | state) (cross-entropy). The marginal jump rate to category k ≠ c is p̂(k)/(1 − t), so an
   Euler step of size Δt redraws c from p̂ with probability Δt/(1 − t) (capped at 1).
 
-Loss: L = ‖x̂_1 − x_1‖² (mean per coordinate) + CE(types) + CE(charges).
+- **Bonds** (optional, ``bonds=True``): the bond order e_ij ∈ {none, single, double, triple} of
+  every pair i < j follows the same discrete flow with the training set's marginal bond-order
+  distribution as prior (most pairs are "none", as in SemlaFlow and FlowMol): e_t = e_1 with
+  probability t, else a draw from the prior; the denoiser's bond head predicts p(e_1 | state).
+  The state lives on pairs i < j only, so the sampled bond matrix is symmetric.
+- **Conditions** (optional): the normalised property c̃ of each molecule is a fixed input of the
+  denoiser at every step (given at sampling time).
+
+Loss: L = ‖x̂_1 − x_1‖² (mean per coordinate) + CE(types) + CE(charges) + w_bonds CE(bonds) (mean over pairs).
 """
 
 from __future__ import annotations
@@ -18,59 +26,88 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from localframe.generate.process import Batch, Process, centred_noise, remove_mean, size_batch
+from localframe.generate.denoiser import pair_index
+from localframe.generate.process import BOND_ORDERS, Batch, Process, centred_noise, remove_mean, size_batch
 
 T_MAX = 1.0
 
 
 class FlowMatching(Process):
     name = "flow"
+    generates_bonds = True
+
+    def __init__(self, network, elements, charges, bonds: bool = False, conditions=(), bond_weight: float = 1.0):
+        super().__init__(network, elements, charges, bonds, conditions, bond_weight)
+        prior = torch.full((len(BOND_ORDERS),), 1.0 / len(BOND_ORDERS))
+        self.register_buffer("bond_prior", prior if self.bonds else torch.zeros(0))
+
+    def set_bond_prior(self, counts) -> None:
+        """The prior of the bond flow: the training pairs' counts per bond order (none, 1, 2, 3), normalised."""
+        counts = torch.as_tensor(counts, dtype=torch.float64) + 1.0
+        self.bond_prior.copy_(counts / counts.sum())
 
     def one_hot(self, types, charges, dtype):
         return torch.cat([F.one_hot(types, len(self.elements)), F.one_hot(charges, len(self.charges))], -1).to(dtype)
 
-    def predict(self, x, types, charges, t, batch):
-        """(x̂_1, type logits, charge logits)."""
-        dx, logits = self.network(x, self.one_hot(types, charges, x.dtype), t, batch)
+    def predict(self, x, types, charges, t, batch, bonds=None, condition=None):
+        """(x̂_1, type logits, charge logits, bond logits or None)."""
+        out = self.network(x, self.one_hot(types, charges, x.dtype), t, batch, bonds=bonds, condition=condition)
+        dx, logits = out[0], out[1]
         k = len(self.elements)
-        return x + dx, logits[:, :k], logits[:, k:]
+        return x + dx, logits[:, :k], logits[:, k:], (out[2] if self.bonds else None)
 
     def loss(self, batch: Batch, t=None, noise=None) -> torch.Tensor:
+        """``noise`` = (x_0, keep_u (N, 2), random types, random charges[, keep_u (P,), random bonds])."""
         x1, b, n = batch.x, batch.batch, batch.n_mol
         t = torch.rand(n, dtype=x1.dtype) if t is None else t
         if noise is None:
-            x0 = centred_noise(x1.shape, b, n, dtype=x1.dtype)
-            keep_u = torch.rand(len(b), 2, dtype=x1.dtype)
-            random_types = torch.randint(len(self.elements), (len(b),))
-            random_charges = torch.randint(len(self.charges), (len(b),))
-        else:
-            x0, keep_u, random_types, random_charges = noise
+            noise = (centred_noise(x1.shape, b, n, dtype=x1.dtype), torch.rand(len(b), 2, dtype=x1.dtype),
+                     torch.randint(len(self.elements), (len(b),)), torch.randint(len(self.charges), (len(b),)))
+            if self.bonds:
+                owner = b[pair_index(b)[0]]
+                noise += (torch.rand(len(owner), dtype=x1.dtype), self._prior_draw(len(owner), None))
+        x0, keep_u, random_types, random_charges = noise[:4]
         tb = t[b]
         xt = (1 - tb).unsqueeze(-1) * x0 + tb.unsqueeze(-1) * x1
         types = torch.where(keep_u[:, 0] < tb, batch.types, random_types)
         charges = torch.where(keep_u[:, 1] < tb, batch.charges, random_charges)
-        x_hat, type_logits, charge_logits = self.predict(xt, types, charges, t, b)
-        return ((x_hat - x1).pow(2).mean() + F.cross_entropy(type_logits, batch.types)
+        bonds = None
+        if self.bonds:
+            owner = b[pair_index(b)[0]]
+            bonds = torch.where(noise[4] < t[owner], batch.bonds, noise[5])
+        x_hat, type_logits, charge_logits, bond_logits = self.predict(xt, types, charges, t, b, bonds, batch.condition)
+        loss = ((x_hat - x1).pow(2).mean() + F.cross_entropy(type_logits, batch.types)
                 + F.cross_entropy(charge_logits, batch.charges))
+        if self.bonds and len(bonds):
+            loss = loss + self.bond_weight * F.cross_entropy(bond_logits, batch.bonds)
+        return loss
+
+    def _prior_draw(self, n: int, generator) -> torch.Tensor:
+        return torch.multinomial(self.bond_prior.float(), n, replacement=True, generator=generator) if n else torch.zeros(0, dtype=torch.long)
 
     @torch.no_grad()
-    def sample(self, sizes, steps: int, generator=None, dtype=torch.float32):
+    def sample(self, sizes, steps: int, generator=None, dtype=torch.float32, condition=None):
+        """Molecules of the given sizes; ``condition`` (B, C) properties in their units for a conditioned model."""
         if steps < 1:
             raise ValueError("steps must be at least 1")
         b, n = size_batch(sizes)
         x = centred_noise((len(b), 3), b, n, generator, dtype)
         types = torch.randint(len(self.elements), (len(b),), generator=generator)
         charges = torch.randint(len(self.charges), (len(b),), generator=generator)
+        bonds = self._prior_draw(pair_index(b).shape[1], generator) if self.bonds else None
+        c = self.normalise(condition, dtype) if self.conditions else None
         grid = torch.linspace(0.0, 1.0, steps + 1, dtype=dtype)
         for t, t_next in zip(grid[:-1], grid[1:]):
             dt = t_next - t
-            x_hat, type_logits, charge_logits = self.predict(x, types, charges, t.expand(n), b)
+            x_hat, type_logits, charge_logits, bond_logits = self.predict(x, types, charges, t.expand(n), b, bonds, c)
             last = bool(t_next >= T_MAX)
             x = remove_mean(x + dt * (x_hat - x) / (1 - t), b, n) if not last else remove_mean(x_hat, b, n)
             jump = 1.0 if last else float(min(1.0, dt / (1 - t)))
             types = self._jump(types, type_logits, jump, generator)
             charges = self._jump(charges, charge_logits, jump, generator)
-        return self.to_molecules(x, types, charges, b)
+            if self.bonds:
+                bonds = self._jump(bonds, bond_logits, jump, generator)
+        return self.to_molecules(x, types, charges, b, bonds)
 
     @staticmethod
     def _jump(state, logits, probability, generator):

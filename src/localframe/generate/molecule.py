@@ -3,7 +3,8 @@
 A :class:`Molecule` holds atomic numbers, positions (Å), formal charges and, when known, a bond
 list ``(i, j, order)`` with Kekulé orders 1, 2, 3. Generated molecules without bonds get them from
 the distance table of :mod:`localframe.generate.tables` before they are written, so an SDF file
-written here always has a bond block.
+written here always has a bond block. ``info["properties"]`` (name → number, e.g. the property a
+molecule was generated for) is written as the record's data items and read back.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def write_sdf(path: str | Path, molecules: list[Molecule]) -> Path:
         rd = to_rdkit(mol)
         rd.SetProp("_Name", str(mol.info.get("name", f"molecule_{k}")))
         block = Chem.MolToMolBlock(rd, kekulize=False, forceV3000=False)
-        blocks.append(block + "$$$$\n")
+        items = "".join(f">  <{key}>\n{float(value)!r}\n\n" for key, value in mol.info.get("properties", {}).items())
+        blocks.append(block + items + "$$$$\n")
     return write_text(path, "".join(blocks))
 
 
@@ -117,9 +119,24 @@ def read_sdf(path: str | Path) -> list[Molecule]:
         if rd is None:
             raise InputError("record cannot be parsed as a mol block", str(path), k)
         try:
-            out.append(from_rdkit(rd, {"name": rd.GetProp("_Name") if rd.HasProp("_Name") else f"molecule_{k}"}))
+            info = {"name": rd.GetProp("_Name") if rd.HasProp("_Name") else f"molecule_{k}"}
+            props = _numeric_items(rd)
+            if props:
+                info["properties"] = props
+            out.append(from_rdkit(rd, info))
         except InputError as err:
             raise err.located(str(path), k) from None
     if not out:
         raise InputError("no molecules in the file", str(path))
+    return out
+
+
+def _numeric_items(rd) -> dict:
+    """The record's data items that are numbers (name → float)."""
+    out = {}
+    for key in rd.GetPropNames():
+        try:
+            out[key] = float(rd.GetProp(key))
+        except ValueError:
+            continue
     return out

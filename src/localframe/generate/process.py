@@ -8,6 +8,13 @@ A process owns a :class:`~localframe.generate.denoiser.Denoiser` and implements
 
 Positions live in the zero-centre-of-mass subspace (the mean over a molecule's atoms is removed,
 all atoms weighted equally, as EDM does); atom types and formal charges are categorical.
+
+Optional, per process: **bonds** — the Kekulé bond order of every unordered atom pair i < j of a
+molecule, one of :data:`BOND_ORDERS` (0 = no bond, 1, 2, 3; aromatic bonds are kekulised, as the
+data and the corrected valency table are), on the pairs of
+:func:`~localframe.generate.denoiser.pair_index`; **conditions** — molecular properties (e.g.
+QM9's ``alpha``) read from ``Molecule.info["properties"]`` and normalised,
+c̃ = (c − mean) / std, with the training set's mean and std (buffers of the process).
 """
 
 from __future__ import annotations
@@ -38,18 +45,42 @@ class Batch:
     charges: torch.Tensor  # (N,) index into the process's charges
     batch: torch.Tensor  # (N,) molecule of each atom
     n_mol: int
+    bonds: torch.Tensor | None = None  # (P,) bond order of each pair of pair_index(batch)
+    condition: torch.Tensor | None = None  # (B, C) normalised properties
 
 
 class Process(nn.Module):
     """Base class: the categories, the denoiser, and the conversion to molecules."""
 
     name = ""
+    generates_bonds = False  # whether the process can co-generate bonds (``bonds=True``)
 
-    def __init__(self, network: nn.Module, elements: tuple[int, ...], charges: tuple[int, ...]):
+    def __init__(self, network: nn.Module, elements: tuple[int, ...], charges: tuple[int, ...],
+                 bonds: bool = False, conditions: tuple[str, ...] = (), bond_weight: float = 1.0):
         super().__init__()
+        from localframe.errors import InputError
+
+        if bonds and not self.generates_bonds:
+            raise InputError(f"process {self.name!r} does not generate bonds (use process: flow)")
         self.network = network
         self.elements = tuple(int(z) for z in elements)
         self.charges = tuple(int(q) for q in charges)
+        self.bonds = bool(bonds)
+        self.bond_weight = float(bond_weight)
+        self.conditions = tuple(conditions)
+        self.register_buffer("condition_mean", torch.zeros(len(self.conditions)))
+        self.register_buffer("condition_std", torch.ones(len(self.conditions)))
+
+    def set_condition_stats(self, values: np.ndarray) -> None:
+        """Mean and std (over molecules) of the training properties (M, C), for the normalisation."""
+        values = np.asarray(values, dtype=np.float64).reshape(-1, len(self.conditions))
+        self.condition_mean.copy_(torch.tensor(values.mean(0)))
+        self.condition_std.copy_(torch.tensor(np.maximum(values.std(0), 1e-12)))
+
+    def normalise(self, values, dtype=torch.float32) -> torch.Tensor:
+        """(B, C) properties in their units → (c − mean) / std."""
+        values = torch.as_tensor(np.asarray(values, dtype=np.float64).reshape(-1, len(self.conditions)), dtype=dtype)
+        return (values - self.condition_mean.to(dtype)) / self.condition_std.to(dtype)
 
     @property
     def n_features(self) -> int:
@@ -62,15 +93,33 @@ class Process(nn.Module):
         batch = torch.repeat_interleave(torch.arange(len(molecules)), torch.tensor([len(m) for m in molecules]))
         types = torch.tensor([z_index[int(z)] for m in molecules for z in m.numbers])
         charges = torch.tensor([q_index[int(q)] for m in molecules for q in m.charges])
-        return Batch(remove_mean(x, batch, len(molecules)), types, charges, batch, len(molecules))
+        bonds = pair_orders(molecules, batch) if self.bonds else None
+        condition = None
+        if self.conditions:
+            condition = self.normalise([[m.info["properties"][c] for c in self.conditions] for m in molecules], dtype)
+        return Batch(remove_mean(x, batch, len(molecules)), types, charges, batch, len(molecules), bonds, condition)
 
-    def to_molecules(self, x: torch.Tensor, types: torch.Tensor, charges: torch.Tensor, batch: torch.Tensor) -> list[Molecule]:
+    def to_molecules(self, x: torch.Tensor, types: torch.Tensor, charges: torch.Tensor, batch: torch.Tensor,
+                     bonds: torch.Tensor | None = None) -> list[Molecule]:
+        """Molecules from the final state; ``bonds`` (P,) orders on pair_index(batch), else no bond list."""
+        from localframe.generate.denoiser import pair_index
+
         out = []
         z = np.array(self.elements)[types.numpy()]
         q = np.array(self.charges)[charges.numpy()]
+        starts = np.concatenate([[0], np.cumsum(np.bincount(batch.numpy()))])
+        if bonds is not None:
+            pairs, orders = pair_index(batch).numpy(), bonds.numpy()
+            keep = orders > 0
+            pairs, orders = pairs[:, keep], orders[keep]
+            owner = batch.numpy()[pairs[0]]
         for k in range(int(batch.max()) + 1 if len(batch) else 0):
             mask = (batch == k).numpy()
-            out.append(Molecule(z[mask], x[mask].detach().double().numpy(), q[mask]))
+            b = None
+            if bonds is not None:
+                sel = owner == k
+                b = np.stack([pairs[0, sel] - starts[k], pairs[1, sel] - starts[k], orders[sel]], axis=1)
+            out.append(Molecule(z[mask], x[mask].detach().double().numpy(), q[mask], b))
         return out
 
     def loss(self, batch: Batch, t=None, noise=None) -> torch.Tensor:
@@ -83,3 +132,23 @@ class Process(nn.Module):
 def size_batch(sizes) -> tuple[torch.Tensor, int]:
     sizes = [int(n) for n in sizes]
     return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)), len(sizes)
+
+
+BOND_ORDERS = (0, 1, 2, 3)  # none, single, double, triple (Kekulé)
+
+
+def pair_orders(molecules: list[Molecule], batch: torch.Tensor) -> torch.Tensor:
+    """(P,) bond order of each pair of pair_index(batch), from the molecules' bond lists (0: none)."""
+    from localframe.generate.denoiser import pair_index
+
+    pairs = pair_index(batch)
+    n_total = len(batch)
+    keys = pairs[0] * n_total + pairs[1]  # sorted, as pair_index is
+    starts = np.concatenate([[0], np.cumsum([len(m) for m in molecules])])
+    rows = [np.sort(m.bonds[:, :2], axis=1) + o for m, o in zip(molecules, starts) if m.bonds is not None and len(m.bonds)]
+    orders = torch.zeros(len(keys), dtype=torch.long)
+    if rows:
+        ij = torch.as_tensor(np.concatenate(rows))
+        value = torch.as_tensor(np.concatenate([m.bonds[:, 2] for m in molecules if m.bonds is not None and len(m.bonds)]))
+        orders[torch.searchsorted(keys, ij[:, 0] * n_total + ij[:, 1])] = value
+    return orders

@@ -1,8 +1,14 @@
 """Sampling a trained generative model to an SDF file (``localframe generate sample MODEL``).
 
-Molecule sizes are drawn from the training set's atom-count histogram. The processes generate
-atoms, positions and charges but no bonds: the SDF's bonds come from EDM's distance table
-(:func:`localframe.generate.tables.distance_bonds`).
+Molecule sizes are drawn from the training set's atom-count histogram. A model trained with
+``bonds.enabled`` writes its generated bonds to the SDF; for a model without bonds they come from
+EDM's distance table (:func:`localframe.generate.tables.distance_bonds`).
+
+A conditioned model (config ``condition``) is sampled as EDM does: without ``condition``, (atom
+count, property) pairs are drawn jointly from the training molecules; with ``condition``
+(``{"alpha": 70.0}``) every molecule gets that value and its atom count is drawn from the training
+molecules nearest to it (the 1 % closest in normalised property, at least 20). The property
+of each molecule is written to its SDF record as a data item (``>  <alpha>``).
 """
 
 from __future__ import annotations
@@ -16,8 +22,31 @@ from localframe.generate.molecule import write_sdf
 from localframe.generate.train import load
 
 
+def sizes_and_conditions(process, histogram: np.ndarray, n: int, rng, condition: dict | None = None):
+    """(atom counts (n,), properties (n, C) or None) to sample, as described above."""
+    from localframe.errors import InputError
+
+    names = process.conditions
+    if condition and not names:
+        raise InputError("the model is not conditioned on a property; drop --condition")
+    if not names:
+        return rng.choice(len(histogram), size=n, p=histogram / histogram.sum()), None
+    pairs = process.condition_pairs
+    if condition is None:
+        pick = rng.integers(len(pairs), size=n)
+        return pairs[pick, 0].astype(np.int64), pairs[pick, 1:]
+    missing = [name for name in names if name not in condition]
+    extra = [name for name in condition if name not in names]
+    if missing or extra:
+        raise InputError(f"--condition must give exactly {', '.join(names)} (the model's properties)")
+    values = np.array([float(condition[name]) for name in names])
+    distance = np.abs((pairs[:, 1:] - values) / process.condition_std.double().numpy()).sum(1)
+    nearest = np.argsort(distance, kind="stable")[:max(20, len(pairs) // 100)]
+    return pairs[rng.choice(nearest, size=n), 0].astype(np.int64), np.tile(values, (n, 1))
+
+
 def sample(model: str, n: int, steps: int, out: str, seed: int = 0, batch_size: int = 100, threads: int = 1,
-           progress: bool = True) -> dict:
+           progress: bool = True, condition: dict | None = None) -> dict:
     from localframe.errors import InputError
     from localframe.progress import Progress
 
@@ -26,17 +55,20 @@ def sample(model: str, n: int, steps: int, out: str, seed: int = 0, batch_size: 
     torch.set_num_threads(threads)
     process, histogram = load(model)
     rng = np.random.default_rng(seed)
-    sizes = rng.choice(len(histogram), size=n, p=histogram / histogram.sum())
+    sizes, values = sizes_and_conditions(process, histogram, n, rng, condition)
     generator = torch.Generator().manual_seed(seed)
     molecules, start = [], time.perf_counter()
     meter = Progress(n, "generate sample", enabled=progress, unit="molecules")
     meter.start()
     for k in range(0, n, batch_size):
-        molecules += process.sample(sizes[k:k + batch_size], steps, generator)
+        extra = {"condition": values[k:k + batch_size]} if values is not None else {}
+        molecules += process.sample(sizes[k:k + batch_size], steps, generator, **extra)
         meter.update(len(molecules))
     meter.close()
     seconds = time.perf_counter() - start
     for k, mol in enumerate(molecules):
         mol.info["name"] = f"sample_{k}"
+        if values is not None:
+            mol.info["properties"] = dict(zip(process.conditions, values[k].tolist()))
     write_sdf(out, molecules)
     return {"n": n, "steps": steps, "seconds": seconds, "molecules_per_second": n / seconds, "out": str(out)}

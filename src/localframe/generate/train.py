@@ -3,14 +3,17 @@
 Config (every key optional except none; unknown keys are an error)::
 
     process: flow            # flow | edm
+    bonds: {enabled: false, weight: 1.0}   # co-generate bond orders (flow only); weight of their loss
+    condition: null          # a QM9 property (alpha, gap, homo, lumo, mu, Cv, ...) the model is conditioned on
     model: {name: egnn, hparams: {hidden_channels: 64, num_layers: 4}}
-    data: {hydrogens: true, n_train: 5000}
+    data: {hydrogens: true, n_train: 5000, half: null}   # half: first | second of the training split
     train: {minutes: 15, max_steps: null, batch_size: 32, lr: 5.0e-4, seed: 0, threads: 1, log_every: 50}
     run_dir: runs/generate_qm9
 
 The run directory gets ``config.yaml`` (resolved), ``metrics.csv`` (step, seconds, loss) and
 ``model.pt``: a plain dict (config, weights, elements, charges, the training atom-count
-histogram) that :func:`load` reads with ``torch.load(weights_only=True)``.
+histogram and, for a conditioned model, the training (atom count, property) pairs that sampling
+draws from) that :func:`load` reads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from localframe.files import atomic_open, write_text
 
 DEFAULTS = {
     "process": "flow",
+    "bonds": {"enabled": False, "weight": 1.0},
+    "condition": None,
     "model": {"name": "egnn", "hparams": {"hidden_channels": 64, "num_layers": 4}},
-    "data": {"hydrogens": True, "n_train": 5000},
+    "data": {"hydrogens": True, "n_train": 5000, "half": None},
     "train": {"minutes": 15.0, "max_steps": None, "batch_size": 32, "lr": 5.0e-4, "seed": 0, "threads": 1,
               "log_every": 50},
     "run_dir": "runs/generate_qm9",
@@ -84,12 +89,23 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
     return cfg
 
 
+def conditions(cfg: dict) -> tuple[str, ...]:
+    """The property names of ``cfg["condition"]`` (None, one name, or a list of names)."""
+    c = cfg.get("condition")
+    return () if c is None else (c,) if isinstance(c, str) else tuple(c)
+
+
 def build(cfg: dict, elements, charges):
     from localframe.generate.denoiser import Denoiser
+    from localframe.generate.process import BOND_ORDERS
 
     n = len(elements) + len(charges)
-    network = Denoiser(n, n, cfg["model"]["name"], cfg["model"].get("hparams") or {})
-    return _processes()[cfg["process"]](network, elements, charges)
+    bonds = cfg.get("bonds", DEFAULTS["bonds"])
+    names = conditions(cfg)
+    network = Denoiser(n, n, cfg["model"]["name"], cfg["model"].get("hparams") or {},
+                       bond_classes=len(BOND_ORDERS) if bonds["enabled"] else 0, conditions=len(names))
+    return _processes()[cfg["process"]](network, elements, charges, bonds=bool(bonds["enabled"]), conditions=names,
+                                        bond_weight=float(bonds["weight"]))
 
 
 def train(cfg: dict, progress: bool = True) -> dict:
@@ -101,10 +117,19 @@ def train(cfg: dict, progress: bool = True) -> dict:
     torch.manual_seed(int(t_cfg["seed"]))
     rng = np.random.default_rng(int(t_cfg["seed"]))
     hydrogens = bool(cfg["data"]["hydrogens"])
-    data = load_split("train", hydrogens=hydrogens, n=cfg["data"]["n_train"])
+    data = load_split("train", hydrogens=hydrogens, n=cfg["data"]["n_train"], half=cfg["data"]["half"])
     elements = ELEMENTS_H if hydrogens else ELEMENTS_NO_H
     process = build(cfg, elements, CHARGES)
     molecules = data.molecules()
+    pairs = None
+    if process.bonds:
+        process.set_bond_prior(bond_order_counts(data))
+    if process.conditions:
+        values = data.properties(process.conditions)
+        process.set_condition_stats(values)
+        for mol, row in zip(molecules, values):
+            mol.info["properties"] = dict(zip(process.conditions, row.tolist()))
+        pairs = np.concatenate([data.n_atoms[:, None], values], axis=1)
     optimizer = torch.optim.Adam(process.parameters(), lr=float(t_cfg["lr"]))
     run = Path(cfg["run_dir"])
     run.mkdir(parents=True, exist_ok=True)
@@ -135,16 +160,27 @@ def train(cfg: dict, progress: bool = True) -> dict:
     meter.close()
     seconds = time.perf_counter() - start
     write_text(run / "metrics.csv", "\n".join(rows) + "\n")
-    save(run / "model.pt", process, cfg, data.atom_count_histogram())
+    save(run / "model.pt", process, cfg, data.atom_count_histogram(), pairs)
     epochs = step * int(t_cfg["batch_size"]) / len(molecules)
     return {"steps": step, "seconds": seconds, "epochs": epochs, "n_train": len(molecules), "dropped": data.dropped,
             "model": str(run / "model.pt"), "last_loss": rows[-1] if len(rows) > 1 else None}
 
 
-def save(path, process, cfg: dict, histogram: np.ndarray) -> None:
+def bond_order_counts(data) -> np.ndarray:
+    """Atom pairs i < j of the molecules per bond order (none, single, double, triple)."""
+    pairs = int((data.n_atoms * (data.n_atoms - 1) // 2).sum())
+    counts = np.bincount(data.bonds[:, 2], minlength=4)[:4].astype(np.int64)
+    counts[0] = pairs - counts[1:].sum()
+    return counts
+
+
+def save(path, process, cfg: dict, histogram: np.ndarray, condition_pairs: np.ndarray | None = None) -> None:
+    """``condition_pairs`` (M, 1 + C): the training molecules' atom counts and properties."""
     payload = {"kind": "localframe.generate", "config": cfg, "state_dict": process.state_dict(),
                "elements": list(process.elements), "charges": list(process.charges),
                "atom_count_histogram": [int(c) for c in histogram]}
+    if condition_pairs is not None:
+        payload["condition_pairs"] = np.asarray(condition_pairs, dtype=np.float64).tolist()
     with atomic_open(path) as handle:
         torch.save(payload, handle)
 
@@ -163,4 +199,5 @@ def load(path):
     process = build(payload["config"], tuple(payload["elements"]), tuple(payload["charges"]))
     process.load_state_dict(payload["state_dict"])
     process.eval()
+    process.condition_pairs = np.array(payload.get("condition_pairs", []), dtype=np.float64)
     return process, np.array(payload["atom_count_histogram"])

@@ -1,0 +1,75 @@
+"""Property conditioning: an invariant denoiser input, sampling pairs, SDF items, the EDM-protocol MAEs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from localframe.generate.denoiser import Denoiser
+from localframe.generate.flow import FlowMatching
+from localframe.generate.molecule import Molecule, read_sdf, write_sdf
+
+ELEMENTS, CHARGES = (1, 6, 7, 8, 9), (-1, 0, 1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def improper_rotation(seed=0):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return torch.tensor(q * -np.sign(np.linalg.det(q)))
+
+
+@pytest.mark.parametrize("model", ["egnn", "painn"])
+def test_condition_input_keeps_the_denoiser_symmetries_float64(model):
+    torch.manual_seed(0)
+    n = len(ELEMENTS) + len(CHARGES)
+    net = Denoiser(n, n, model, {"hidden_channels": 16, "num_layers": 2}, conditions=1).double()
+    g = torch.Generator().manual_seed(0)
+    batch = torch.tensor([0] * 4 + [1] * 5)
+    x = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    h = torch.randn(9, n, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.2, 0.6], dtype=torch.float64)
+    c = torch.tensor([[0.5], [-1.0]], dtype=torch.float64)
+    dx, out = net(x, h, t, batch, condition=c)
+    R, shift = improper_rotation(), torch.tensor([0.3, 2.0, -1.0], dtype=torch.float64)
+    dx2, out2 = net(x @ R.T + shift, h, t, batch, condition=c)
+    torch.testing.assert_close(dx2, dx @ R.T, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(out2, out, rtol=1e-9, atol=1e-10)
+    _, other = net(x, h, t, batch, condition=c + 1.0)
+    assert (other - out).abs().max() > 1e-6  # the condition is used
+
+
+def test_condition_is_normalised_with_the_training_statistics():
+    proc = FlowMatching(None, ELEMENTS, CHARGES, conditions=("alpha",))
+    proc.set_condition_stats(np.array([[60.0], [80.0]]))
+    np.testing.assert_allclose(proc.normalise([[70.0], [90.0]], torch.float64).numpy(), [[0.0], [2.0]])
+
+
+def test_sizes_and_conditions_follow_the_training_pairs():
+    from localframe.generate.sample import sizes_and_conditions
+
+    proc = FlowMatching(None, ELEMENTS, CHARGES, conditions=("alpha",))
+    pairs = np.array([[5, 20.0]] * 50 + [[20, 90.0]] * 50)
+    proc.set_condition_stats(pairs[:, 1:])
+    proc.condition_pairs = pairs
+    rng = np.random.default_rng(0)
+    sizes, values = sizes_and_conditions(proc, np.bincount(pairs[:, 0].astype(int)), 200, rng)
+    assert set(zip(sizes.tolist(), values[:, 0].tolist())) == {(5, 20.0), (20, 90.0)}  # joint, never mixed
+    sizes, values = sizes_and_conditions(proc, None, 30, rng, {"alpha": 88.0})
+    assert set(sizes.tolist()) == {20} and (values == 88.0).all()
+    with pytest.raises(Exception, match="exactly alpha"):
+        sizes_and_conditions(proc, None, 3, rng, {"gap": 1.0})
+
+
+def test_sdf_keeps_the_requested_property(tmp_path):
+    mol = Molecule([6, 1], [[0, 0, 0], [1.09, 0, 0]], bonds=[[0, 1, 1]], info={"name": "m", "properties": {"alpha": 70.25}})
+    write_sdf(tmp_path / "m.sdf", [mol])
+    back = read_sdf(tmp_path / "m.sdf")[0]
+    assert back.info["properties"] == {"alpha": 70.25} and back.bonds.tolist() == [[0, 1, 1]]
