@@ -14,6 +14,9 @@ For each molecule (3D atoms, formal charges and the bond list of its SDF record)
 - **Uniqueness** — distinct canonical SMILES (no stereo, hydrogens implicit, largest fragment as EDM
   does) among the valid molecules, divided by the number of valid molecules.
 - **Novelty** — of the distinct valid SMILES, the fraction absent from the training SMILES.
+- **Separation violations** — pairs of atoms closer than the bonded minimum 0.75 · (r_i + r_j)
+  (covalent radii, :mod:`localframe.generate.separation`): the fraction of all atom pairs
+  (``pairs_too_close``) and of molecules with at least one such pair (``mol_too_close``).
 
 A file without any hydrogen atom is read as heavy atoms only: RDKit adds implicit hydrogens for
 validity, and the stability rows (which need every hydrogen) are not defined (``None``).
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from localframe.generate.molecule import Molecule, to_rdkit
+from localframe.generate.separation import too_close
 from localframe.generate.tables import (
     AROMATIC_WEIGHT, atom_stable_edm, atom_stable_table, distance_bonds, valences,
 )
@@ -33,6 +37,7 @@ from localframe.generate.tables import (
 METRICS = (
     "atom_stable_edm", "mol_stable_edm", "atom_stable_corrected", "mol_stable_corrected",
     "atom_stable_midi", "mol_stable_midi", "valid", "connected", "valid_connected", "unique", "novel",
+    "pairs_too_close", "mol_too_close",
 )
 
 
@@ -45,6 +50,8 @@ class MoleculeScore:
     valid: bool
     connected: bool
     smiles: str | None  # canonical SMILES of the largest fragment, when valid
+    close_pairs: int = 0  # pairs closer than the bonded minimum
+    n_pairs: int = 0
 
 
 def _sanitised(mol: Molecule, implicit_h: bool):
@@ -99,10 +106,12 @@ def score_molecule(mol: Molecule, heavy_only: bool = False) -> MoleculeScore:
         for table in ("corrected", "midi"):
             v = valences(len(mol), bonds, aromatic, AROMATIC_WEIGHT[table])
             stable[table] = atom_stable_table(mol.numbers, mol.charges, v, table)
+    close, n_pairs = too_close(mol.numbers, mol.positions)
     return MoleculeScore(
         n_atoms=len(mol), stable_edm=stable["edm"], stable_corrected=stable["corrected"], stable_midi=stable["midi"],
         valid=rd is not None, connected=n_fragments(len(mol), bonds) == 1,
         smiles=canonical_smiles(rd) if rd is not None else None,
+        close_pairs=close, n_pairs=n_pairs,
     )
 
 
@@ -125,6 +134,9 @@ def summarize(scores: list[MoleculeScore], training_smiles: set[str] | None = No
     distinct = set(smiles)
     out["unique"] = len(distinct) / len(smiles) if smiles else 0.0
     out["novel"] = (len(distinct - training_smiles) / len(distinct) if distinct else 0.0) if training_smiles is not None else None
+    n_pairs = sum(s.n_pairs for s in scores)
+    out["pairs_too_close"] = sum(s.close_pairs for s in scores) / n_pairs if n_pairs else 0.0
+    out["mol_too_close"] = float(np.mean([s.close_pairs > 0 for s in scores])) if n else 0.0
     return out
 
 
