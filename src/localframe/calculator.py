@@ -56,7 +56,8 @@ class Calculator(_AseCalculator):
     """``Calculator(model_or_paths, device="cpu", dtype="float32", skin=0.0, compile=False,
     allow_unseen_elements=False)``.
 
-    ``model_or_paths``: a model, a model file, or a list of them (a committee). A structure with an
+    ``model_or_paths``: a model, a model file, or a list of them (a committee), or an
+    :class:`~localframe.inference.Evaluator` used as it is (the other options are then its own). A structure with an
     element the model was not trained on raises :class:`~localframe.errors.InputError` naming it,
     unless ``allow_unseen_elements=True`` (model files without a record of their elements are not
     checked).
@@ -68,8 +69,9 @@ class Calculator(_AseCalculator):
     def __init__(self, model_or_path, device: str | torch.device = "cpu", dtype: str = "float32",
                  skin: float = 0.0, compile: bool = False, allow_unseen_elements: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.evaluator = Evaluator(model_or_path, device=device, dtype=dtype, skin=skin, compile=compile,
-                                   allow_unseen_elements=allow_unseen_elements)
+        self.evaluator = model_or_path if isinstance(model_or_path, Evaluator) else Evaluator(
+            model_or_path, device=device, dtype=dtype, skin=skin, compile=compile,
+            allow_unseen_elements=allow_unseen_elements)
         self.dtype, self.device = self.evaluator.dtype, self.evaluator.device
         self.models = self.evaluator.models
         self.model = self.models[0]

@@ -58,7 +58,7 @@ from localframe.dtypes import torch_dtype
 from localframe.io import check_elements, known_elements, load_model
 from localframe.models.atomistic import AtomisticModel
 
-__all__ = ["VerletNeighborList", "Evaluator", "load_models", "compile_model", "evaluate_many"]
+__all__ = ["VerletNeighborList", "Evaluator", "load_models", "compile_model", "evaluate_many", "evaluate_together"]
 
 
 # ---------------------------------------------------------------------------------- neighbour list
@@ -224,11 +224,64 @@ class Evaluator:
         return batch, self.converter.distances
 
     def __call__(self, atoms: Atoms, stress: bool = False, dipole: bool = False) -> dict[str, np.ndarray]:
-        batch, distances = self.batch(atoms, charge=dipole)
-        outputs = [model(restrict(batch, distances, cutoff), forces=True, stress=stress, dipole=dipole)
-                   for model, cutoff in zip(self.models, self.cutoffs)]
-        return {key: value[0] if key in ("energy", "energies", "energy_std", "stress", "stress_std", "dipole") else value
-                for key, value in combine(outputs).items()}
+        (result,) = evaluate_together([self], [atoms], stress=stress, dipole=dipole)
+        if isinstance(result, InputError):
+            raise result
+        return result
+
+    def fork(self) -> "Evaluator":
+        """An evaluator on the same models (not copies) with a neighbour list of its own, for another
+        structure evaluated alongside this one's (:func:`evaluate_together`)."""
+        other = copy.copy(self)
+        other.neighbors = VerletNeighborList(self.neighbors.cutoff, self.neighbors.skin)
+        other.converter = AtomsConverter(other.neighbors.cutoff, self.dtype, self.device, other.neighbors.pairs,
+                                         self.elements)
+        other.closest = None
+        return other
+
+
+#: result keys with one row per atom; the others have one entry per structure
+PER_ATOM = ("forces", "forces_std", "charges")
+
+
+def evaluate_together(evaluators: Sequence[Evaluator], structures: Sequence[Atoms], stress: bool = False,
+                      dipole: bool = False) -> list[dict[str, np.ndarray] | InputError]:
+    """Structure k through ``evaluators[k]``'s pair list, all of them in one forward (and backward)
+    pass per committee member; the evaluators share their models (:meth:`Evaluator.fork`).
+
+    Returns, per structure, what :meth:`Evaluator.__call__` returns for it alone, or the
+    :class:`InputError` its conversion raised (an unusable structure fails alone; the others are
+    evaluated). Results equal separate calls up to the round-off of the batched sums.
+    """
+    results: list = [None] * len(structures)
+    batches, distances, done = [], [], []
+    for k, (evaluator, atoms) in enumerate(zip(evaluators, structures)):
+        try:
+            batch, pair_distances = evaluator.batch(atoms, charge=dipole)
+        except InputError as err:
+            results[k] = err
+            continue
+        batches.append(batch)
+        distances.append(pair_distances)
+        done.append(k)
+    if not done:
+        return results
+    batch = batches[0] if len(batches) == 1 else AtomsBatch.collate(batches)
+    pair_distances = distances[0] if len(distances) == 1 else torch.cat(distances)
+    head = evaluators[done[0]]
+    outputs = [model(restrict(batch, pair_distances, cutoff), forces=True, stress=stress, dipole=dipole)
+               for model, cutoff in zip(head.models, head.cutoffs)]
+    for k, result in zip(done, split(combine(outputs), batch.n_atoms.cpu().numpy())):
+        results[k] = result
+    return results
+
+
+def split(result: dict[str, np.ndarray], n_atoms: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """The results of a batch (:func:`combine`) as one dict per structure of ``n_atoms`` atoms."""
+    ends = np.cumsum(n_atoms)
+    starts = ends - n_atoms
+    return [{key: value[a:b] if key in PER_ATOM else value[k] for key, value in result.items()}
+            for k, (a, b) in enumerate(zip(starts, ends))]
 
 
 def combine(outputs: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
@@ -292,6 +345,6 @@ def evaluate_many(
         result = combine(outputs)
         sections = np.cumsum(batch.n_atoms.cpu().numpy())[:-1]
         for key, value in result.items():
-            per_atom = key in ("forces", "forces_std")
+            per_atom = key in PER_ATOM
             parts.setdefault(key, []).extend(np.split(value, sections) if per_atom else [value])
-    return {key: (values if key in ("forces", "forces_std") else np.concatenate(values)) for key, values in parts.items()}
+    return {key: (values if key in PER_ATOM else np.concatenate(values)) for key, values in parts.items()}

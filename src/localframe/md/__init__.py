@@ -50,17 +50,31 @@ least-squares line through the total energy per atom against time, NVE only, els
 
 :func:`relax` minimises the energy with FIRE or BFGS, relaxing the cell too (ASE's
 FrechetCellFilter at ``pressure``) for structures periodic in all three directions unless
-``cell=False``. The MD speed benchmark is :mod:`localframe.bench.md_speed`.
+``cell=False``.
+
+:func:`run_replicas` runs many independent ``run_md`` trajectories (seeds seed, seed + 1, ...)
+with one batched model call per step for all of them (:mod:`~localframe.md.replicas`). The MD
+speed benchmark is :mod:`localframe.bench.md_speed`.
 
 Layout: :mod:`~localframe.md.checks` (the structure file, numbers and choices),
 :mod:`~localframe.md.guards` (the blow-up guards, shared with the xTB sampler),
 :mod:`~localframe.md.driver` (:func:`run_md`: integrator and thermostat set-up, the loop),
-:mod:`~localframe.md.output` (trajectory, CSV log, progress fields), :mod:`~localframe.md.relax`.
+:mod:`~localframe.md.output` (trajectory, CSV log, progress fields), :mod:`~localframe.md.replicas`
+(lockstep replicas), :mod:`~localframe.md.relax`.
 """
 
-from localframe.md.checks import read_structure
+from localframe.md.checks import read_structure, read_structures
 from localframe.md.driver import ENSEMBLES, THERMOSTATS, MDStopped, run_md
 from localframe.md.guards import Guards
 from localframe.md.relax import OPTIMIZERS, relax
 
-__all__ = ["run_md", "relax", "MDStopped", "Guards", "read_structure", "ENSEMBLES", "THERMOSTATS", "OPTIMIZERS"]
+__all__ = ["run_md", "run_replicas", "relax", "MDStopped", "Guards", "read_structure", "read_structures", "ENSEMBLES",
+           "THERMOSTATS", "OPTIMIZERS"]
+
+
+def __getattr__(name: str):
+    if name == "run_replicas":  # imported on first use: it needs torch, the rest of md does not
+        from localframe.md.replicas import run_replicas
+
+        return run_replicas
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,9 +22,19 @@ CARRIED_INFO = ("charge", "multiplicity")
 
 def read_structure(path: str | os.PathLike, index: int | str = -1, format: str | None = None) -> Atoms:
     """One structure from any ASE-readable file (default: the last one), as plain ``Atoms``."""
-    import ase.io
+    frames = _read(path, index, format)
+    return _checked(frames[-1], str(path), None)
 
-    from localframe.data.convert import check_structure
+
+def read_structures(path: str | os.PathLike, index: int | str = -1, format: str | None = None) -> list[Atoms]:
+    """The structures ``index`` selects (an ASE index: ``-1`` the last, ``":"`` all, ``"-8:"`` the
+    last eight), as plain ``Atoms``; errors name the position k in the selection."""
+    frames = _read(path, index, format)
+    return [_checked(atoms, str(path), k if len(frames) > 1 else None) for k, atoms in enumerate(frames)]
+
+
+def _read(path, index, format) -> list[Atoms]:
+    import ase.io
 
     source = str(path)
     p = Path(path)
@@ -40,11 +50,16 @@ def read_structure(path: str | os.PathLike, index: int | str = -1, format: str |
         raise InputError(f"no structure at index {index}", source) from None
     except Exception as err:  # ase raises many types for files it cannot parse
         raise InputError(f"cannot read a structure ({type(err).__name__}: {one_line(err, 300)})", source) from None
-    if isinstance(atoms, list):
-        if not atoms:
-            raise InputError("no structures in the file", source)
-        atoms = atoms[-1]
-    check_structure(atoms, source=source, index=None)
+    frames = atoms if isinstance(atoms, list) else [atoms]
+    if not frames:
+        raise InputError("no structures in the file", source)
+    return frames
+
+
+def _checked(atoms: Atoms, source: str, index: int | None) -> Atoms:
+    from localframe.data.convert import check_structure
+
+    check_structure(atoms, source=source, index=index)
     out = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     if atoms.has("momenta"):
         out.set_momenta(atoms.get_momenta())

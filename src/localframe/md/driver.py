@@ -9,6 +9,7 @@ import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from ase import Atoms, units
@@ -56,6 +57,7 @@ def run_md(
     restart: bool = False,
     max_temperature: float | None = None,
     min_distance: float = MIN_DISTANCE,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Run ``steps`` MD steps of ``atoms`` with ``calculator``; returns a summary dict.
 
@@ -65,6 +67,7 @@ def run_md(
     ``traj`` (extended XYZ) and ``log`` (CSV) receive a frame / line every ``interval`` steps.
     ``restart=True`` continues from the last frame of ``traj``. A guard raises :class:`MDStopped`
     after flushing what was written (see :mod:`localframe.md`). ``atoms`` is not modified.
+    ``on_step(k)``, when given, is called after step k is done and written.
     """
     ensemble = checks.choice("ensemble", ensemble, ENSEMBLES)
     thermostat = checks.choice("thermostat", thermostat, THERMOSTATS)
@@ -137,6 +140,8 @@ def run_md(
                 state.frames += writer.write(atoms, first_step + k, timestep, observed)
             if progress:
                 bar.update(k, **progress_fields(observed))
+            if on_step is not None:
+                on_step(k)
         state.wall = time.perf_counter() - state.started
     return {**state.summary(), "stopped": None}
 
