@@ -180,20 +180,40 @@ def cmd_md(args: argparse.Namespace) -> int:
 
     apply_default()
 
+    options = dict(ensemble=args.ensemble, temperature=args.temperature, timestep=args.timestep, steps=args.steps,
+                   traj=args.traj, log=args.log, seed=args.seed, progress=not args.quiet,
+                   max_uncertainty=args.max_uncertainty, thermostat=args.thermostat, friction=args.friction,
+                   taut=args.taut, pressure=args.pressure, taup=args.taup, npt_cell=args.npt_cell,
+                   interval=args.interval, restart=args.restart)
+    if args.replicas is not None:
+        return _md_replicas(args, options)
     atoms, calc = _structure_and_calculator(args, args.skin)
-    summary = run_md(
-        calc, atoms, ensemble=args.ensemble, temperature=args.temperature,
-        timestep=args.timestep, steps=args.steps, traj=args.traj, log=args.log, seed=args.seed,
-        progress=not args.quiet, max_uncertainty=args.max_uncertainty, thermostat=args.thermostat,
-        friction=args.friction, taut=args.taut, pressure=args.pressure, taup=args.taup, npt_cell=args.npt_cell,
-        interval=args.interval, restart=args.restart,
-    )
+    summary = run_md(calc, atoms, **options)
     print(f"{summary['steps']} steps ({summary['time_ps']:g} ps) at {summary['steps_per_second']:.1f} steps/s; "
           f"T {summary['temperature_mean']:.1f} ± {summary['temperature_std']:.1f} K; "
           f"wrote {summary['frames']} frames to {args.traj}" + (f" and the log {args.log}" if args.log else ""))
     if summary["energy_drift"] is not None:
         print(f"total energy drift {summary['energy_drift']:.3g} eV/atom/ps")
     return 0
+
+
+def _md_replicas(args: argparse.Namespace, options: dict) -> int:
+    from localframe.md import read_structures, run_replicas
+    from localframe.md.replicas import replica_path
+
+    frames = read_structures(args.structure, index=args.index)
+    calc = _calculator(args, args.skin)
+    for k, atoms in enumerate(frames):
+        calc.check_elements(atoms, source=args.structure, index=k if len(frames) > 1 else None)
+    result = run_replicas(calc, frames, args.replicas, **options)
+    last = args.replicas - 1
+    files = [f"{replica_path(name, 0, args.replicas)} .. {replica_path(name, last, args.replicas).name}"
+             for name in (args.traj, args.log) if name]
+    print(f"{args.replicas} replicas from {len(frames)} structure(s), {result['replica_steps']} steps in all at "
+          f"{result['steps_per_second']:.1f} replica-steps/s; wrote {' and '.join(files)}")
+    for message in result["stopped"]:
+        print(f"localframe md: error: {message}", file=sys.stderr)
+    return EXIT_INPUT if result["stopped"] else 0
 
 
 def cmd_relax(args: argparse.Namespace) -> int:
@@ -413,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--npt-cell", choices=("isotropic", "full"), default="isotropic", help="npt cell fluctuations")
     p.add_argument("--skin", type=float, default=0.0, help="Verlet skin of the neighbour list, Å: reuse the list "
                    "while no atom moved more than skin/2 (default 0: a fresh list every step)")
+    p.add_argument("--replicas", type=int, metavar="N", help="N independent trajectories, one batched model call per "
+                   "step: replica r starts from frame r mod M of the --index selection (e.g. --index :) with seed "
+                   "SEED+r, and writes TRAJ_r000.extxyz, LOG_r000.csv, ... (docs/md.md)")
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("export", help="write a model file as one file other engines load (metatomic TorchScript)")

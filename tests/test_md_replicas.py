@@ -1,0 +1,97 @@
+"""Replicas: lockstep trajectories equal separate run_md runs; guards stop one replica only; the CLI."""
+
+from __future__ import annotations
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from localframe import models
+from localframe.calculator import Calculator
+from localframe.cli import main
+from localframe.io import save_model
+from localframe.md import run_md, run_replicas
+from localframe.md.replicas import replica_path
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+GENTLE = {"temperature": 100.0, "timestep": 0.25}  # the random tiny model stays stable for 50 steps
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return models.create("schnet", hidden_channels=16, num_layers=2)
+
+
+def squeezed(atoms):
+    """``atoms`` with hydrogen 3 moved 0.3 Å from carbon 0: the 0.5 Å guard trips at once."""
+    atoms = atoms.copy()
+    atoms.positions[3] = atoms.positions[0] + [0.3, 0.0, 0.0]
+    return atoms
+
+
+@pytest.mark.parametrize("ensemble", ["nvt", "nve"])
+def test_replicas_equal_separate_runs(lf, ensemble):
+    """float64, 50 steps: every replica's positions, velocities and recorded energies equal those of a
+    single run_md from the same structure with seed + r; one model call per step for all replicas."""
+    model = tiny_model()
+    starts = [lf.ethanol(), lf.rattled(lf.ethanol(), 0.03, seed=7)]
+    steps, seed = 50, 11
+    result = run_replicas(Calculator(model, dtype="float64"), starts, 3, ensemble=ensemble, steps=steps, seed=seed,
+                          progress=False, **GENTLE)
+    assert result["stopped"] == [] and result["model_calls"] == steps + 1
+    assert result["replica_steps"] == 3 * steps
+    for r, got in enumerate(result["replicas"]):
+        assert got["stopped"] is None and got["seed"] == seed + r and got["steps"] == steps
+        want = run_md(Calculator(model, dtype="float64"), starts[r % 2], ensemble=ensemble, steps=steps,
+                      seed=seed + r, progress=False, **GENTLE)
+        a, b = got["atoms"], want["atoms"]
+        assert np.abs(a.positions - starts[r % 2].positions).max() > 1e-3  # the atoms did move
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(a.get_velocities(), b.get_velocities(), rtol=0, atol=1e-10)
+        for key in ("epot_mean", "temperature_mean", "etot_std"):
+            assert got[key] == pytest.approx(want[key], rel=1e-10, abs=1e-12)
+    # replicas 0 and 2 start alike but draw other velocities and noise
+    assert np.abs(result["replicas"][0]["atoms"].positions - result["replicas"][2]["atoms"].positions).max() > 1e-3
+
+
+def test_a_guard_stops_one_replica_only(lf, tmp_path):
+    starts = [lf.ethanol(), squeezed(lf.ethanol())]
+    result = run_replicas(Calculator(tiny_model()), starts, 3, steps=20, interval=5, traj=tmp_path / "md.extxyz",
+                          log=tmp_path / "md.csv", progress=False, **GENTLE)
+    stopped = [s for s in result["replicas"] if s["stopped"]]
+    assert [s["replica"] for s in stopped] == [1] and stopped[0]["steps"] == 0
+    assert result["stopped"] == [stopped[0]["stopped"]]
+    message = stopped[0]["stopped"]
+    assert message.startswith("replica 1: MD stopped after 0 steps") and "0.3 Å apart" in message and "\n" not in message
+    for r in (0, 2):
+        assert result["replicas"][r]["steps"] == 20
+        assert len(ase.io.read(tmp_path / f"md_r00{r}.extxyz", index=":")) == 5  # steps 0, 5, ..., 20
+        assert (tmp_path / f"md_r00{r}.csv").read_text().count("\n") == 6
+    assert result["replica_steps"] == 40
+
+
+def test_replica_path():
+    assert str(replica_path("out/md.extxyz", 7, 8)) == "out/md_r007.extxyz"
+    assert str(replica_path("md.csv", 12, 1500)) == "md_r0012.csv"
+    assert replica_path(None, 0, 2) is None
+
+
+def test_cli_replicas(capsys, tmp_path, lf):
+    model = str(save_model(tiny_model(), tmp_path / "tiny.pt"))
+    frames = tmp_path / "frames.extxyz"
+    ase.io.write(frames, [lf.ethanol(), lf.rattled(lf.ethanol(), 0.03, seed=7)])
+    traj = tmp_path / "md.extxyz"
+    common = ["--steps", "4", "--interval", "2", "--traj", str(traj), "--quiet", "--temperature", "100"]
+    assert main(["md", model, str(frames), "--replicas", "3", "--index", ":", *common]) == 0
+    assert "3 replicas from 2 structure(s), 12 steps in all" in capsys.readouterr().out
+    first = [ase.io.read(tmp_path / f"md_r00{r}.extxyz", index=0) for r in range(3)]
+    np.testing.assert_allclose(first[1].positions, lf.rattled(lf.ethanol(), 0.03, seed=7).positions, atol=1e-7)
+    np.testing.assert_allclose(first[2].positions, first[0].positions, atol=0)
+    assert not np.allclose(first[2].get_momenta(), first[0].get_momenta())  # seed + 2, not seed
+    ase.io.write(frames, [lf.ethanol(), squeezed(lf.ethanol())])
+    assert main(["md", model, str(frames), "--replicas", "2", "--index", ":", *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("localframe md: error: replica 1: MD stopped after 0 steps")
+    assert len(ase.io.read(tmp_path / "md_r000.extxyz", index=":")) == 3
