@@ -63,11 +63,13 @@ def test_export_matches_calculator_on_other_sizes(lf, tmp_path, name, one_thread
         assert max(diffs.values()) < 1e-9, (name, len(atoms), diffs)  # eV, eV/Å, eV/Å³
 
 
-def test_chunked_body_is_traced_as_one_chunk(lf, tmp_path, one_thread):
-    """LEFTNet evaluates its LSE in chunks of edges; with lse_hidden=512 a chunk holds 128 edges, far
-    fewer than the 32-atom box has, so a trace with the tracing cluster's chunk count would fail."""
-    model = lf.build_model("leftnet", lse_hidden=512)
-    path = export_metatomic(model, tmp_path / "leftnet.pt", elements=ELEMENTS)
+@pytest.mark.parametrize("name", ["leftnet", "alphanet"])
+def test_chunked_body_is_traced_as_one_chunk(lf, tmp_path, one_thread, name):
+    """LEFTNet and AlphaNet evaluate their LSE (localframe.nn.lse) in chunks of edges; with lse_hidden=512
+    a chunk holds at most 128 edges, far fewer than the 32-atom box has, so a trace with the tracing
+    cluster's chunk count would fail."""
+    model = lf.build_model(name, lse_hidden=512)
+    path = export_metatomic(model, tmp_path / f"{name}.pt", elements=ELEMENTS)
     diffs = _compare(model, path, _box((2, 2, 2)))
     assert max(diffs.values()) < 1e-9, diffs
 

@@ -19,6 +19,7 @@ from localframe import models
 from localframe.data.batch import AtomsBatch
 from localframe.errors import InputError
 from localframe.models import leftnet
+from localframe.nn import lse
 
 #: The LEFTNet of commit 58bbeaa (before this model followed the paper), as hyperparameters (at H = 128).
 TODAY = {"shared_filter": True, "filter_hidden": 128, "lse_channels": 32, "lse_hidden": 8, "fte": "coefficients",
@@ -54,10 +55,10 @@ def test_each_layer_has_its_own_filter_network():
 
 def test_full_width_substructure_encoding():
     body = models.create("leftnet", hidden_channels=64).representation
-    assert body.lse_mix is None  # H channels, no mixing
-    assert (body.lse_g[0].in_features, body.lse_g[0].out_features, body.lse_g[2].out_features) == (3, 16, 1)
+    assert body.lse.mix is None  # H channels, no mixing
+    assert (body.lse.g[0].in_features, body.lse.g[0].out_features, body.lse.g[2].out_features) == (3, 16, 1)
     narrow = models.create("leftnet", hidden_channels=64, lse_channels=16, lse_hidden=8).representation
-    assert narrow.lse_mix.out_features == 16 and narrow.lse_g[0].out_features == 8
+    assert narrow.lse.mix.out_features == 16 and narrow.lse.g[0].out_features == 8
     assert narrow.layers[0].mlp_a[0].in_features == 2 * 16 + 64 + 32
 
 
@@ -65,7 +66,7 @@ def test_substructure_chunks_are_exact(monkeypatch):
     model = base.build("leftnet")
     atoms = [base.rattled(molecule("CH3CH2OH"), 0.05, 1), molecule("C6H6")]
     whole = base.run(model, atoms)
-    monkeypatch.setattr(leftnet, "CHUNK_ELEMENTS", 1)  # 32 edges per chunk
+    monkeypatch.setattr(lse, "CHUNK_ELEMENTS", 1)  # 32 edges per chunk
     chunked = base.run(model, atoms)
     for key in ("energy", "forces"):
         assert np.abs(chunked[key] - whole[key]).max() < 1e-12
@@ -188,12 +189,12 @@ def reference_forward(body, numbers, edge_index, vectors):
     phi = body.radial(d)
     hij = u.unsqueeze(-1) * body.radial_mlp(phi)
     s = body.embedding(numbers) + scatter_sum(hij * gather(body.neighbour_embedding(numbers), j), i, n)
-    w = hij * gather(torch.nn.functional.silu(body.lse_in(s)), j)
-    if body.lse_mix is not None:
-        w = body.lse_mix(w)
+    w = hij * gather(torch.nn.functional.silu(body.lse.input(s)), j)
+    if body.lse.mix is not None:
+        w = body.lse.mix(w)
     S = scatter_sum(unit.unsqueeze(-1) * w.unsqueeze(1), i, n)
     P = scalarize(torch.cat([gather(S, j), gather(S, i)], dim=-1), edge_fr, body.chiral)
-    A = torch.cat([columnwise(body.lse_g, P).squeeze(-2) + P[:, 0, :], hij, phi], dim=-1)
+    A = torch.cat([columnwise(body.lse.g, P).squeeze(-2) + P[:, 0, :], hij, phi], dim=-1)
     shared = u.unsqueeze(-1) * body.shared_mlp_a(A) if body.shared_mlp_a is not None else None
     v = None
     for layer in body.layers:
@@ -232,7 +233,7 @@ def reference_forward(body, numbers, edge_index, vectors):
 def test_forward_equals_the_reference_forward(variant, monkeypatch):
     """Energies, forces and parameter gradients of the model equal those of the forward of before, to 1e-12
     (float64, fixed random weights with non-zero biases; molecules and a periodic cell; LSE in small chunks)."""
-    monkeypatch.setattr(leftnet, "CHUNK_ELEMENTS", 1)  # several LSE chunks even on these small systems
+    monkeypatch.setattr(lse, "CHUNK_ELEMENTS", 1)  # several LSE chunks even on these small systems
     model = base.build("leftnet", **{k: (16 if k == "filter_hidden" else 4 if k == "lse_channels" else val)
                                      for k, val in variant.items()})
     structures = [base.rattled(molecule("CH3CH2OH"), 0.05, 1), molecule("C6H6"), conftest.silicon()]

@@ -30,7 +30,6 @@ Energy only (no dipole or scalar targets); per-atom energies are not offered.
 import contextlib
 import copy
 import os
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -42,6 +41,7 @@ from localframe.data.batch import AtomsBatch
 from localframe.dtypes import torch_dtype
 from localframe.errors import InputError
 from localframe.io import known_elements, load_model
+from localframe.nn import lse
 
 __all__ = ["export_metatomic", "EnergyCore", "trace_core"]
 
@@ -70,18 +70,16 @@ def _example(elements: tuple[int, ...], cutoff: float, dtype: torch.dtype) -> At
 
 
 @contextlib.contextmanager
-def _one_chunk(model):
-    """Evaluate edges in one chunk while tracing: a body that loops over chunks of edges (LEFTNet's
-    LSE, its module's ``CHUNK_ELEMENTS``) would otherwise be traced with the example's chunk count."""
-    module = sys.modules.get(type(model.representation).__module__)
-    saved = getattr(module, "CHUNK_ELEMENTS", None)
-    if saved is not None:
-        module.CHUNK_ELEMENTS = 2**62
+def _one_chunk():
+    """Evaluate edges in one chunk while tracing: the local substructure encoding loops over chunks of
+    edges (:data:`localframe.nn.lse.CHUNK_ELEMENTS`) and would otherwise be traced with the example's
+    chunk count."""
+    saved = lse.CHUNK_ELEMENTS
+    lse.CHUNK_ELEMENTS = 2**62
     try:
         yield
     finally:
-        if saved is not None:
-            module.CHUNK_ELEMENTS = saved
+        lse.CHUNK_ELEMENTS = saved
 
 
 def trace_core(model, elements: tuple[int, ...], dtype: torch.dtype) -> torch.jit.ScriptModule:
@@ -93,7 +91,7 @@ def trace_core(model, elements: tuple[int, ...], dtype: torch.dtype) -> torch.ji
         p.requires_grad_(False)
     example = _example(elements, model.cutoff, dtype)
     inputs = (example.numbers, example.edge_index, example.edge_vectors(), example.batch)
-    with torch.no_grad(), _one_chunk(model):
+    with torch.no_grad(), _one_chunk():
         traced = torch.jit.trace(core, inputs, check_trace=False)
     _check_trace(core, traced, elements, model.cutoff, dtype)
     return traced

@@ -11,7 +11,7 @@ Complex numbers are stored as (re, im) pairs; n(z) = z / √(|z|² + ε²) is th
    (:func:`localframe.nn.frames.build_frame`, n_F with the frame length; the published
    b = (x_i − m_i) × (x_j − m_i) is ∝ r_ij × m_i in these terms)
 
-2. Embedding, local substructure encoding (LSE) and initial complex state (computed once):
+2. Embedding, local substructure encoding (LSE, :mod:`localframe.nn.lse`) and initial complex state (computed once):
        h_ij = u_ij MLP_r(φ_ij),   s_i = LN(E z_i) + Σ_j h_ij ⊙ LN(E′ z_j),   v_i = 0
        S_i = Σ_j ê_ij ⊗ (h_ij ⊙ σ(LN(W s_j + b)))                   ∈ ℝ^{3×H}
        t^u_ij = [g(F_ij S_u) + (F_ij S_u)_{e₁}] / √H,  u ∈ {i, j}    (g: ℝ³ → ℝ, shared by the channels)
@@ -84,8 +84,9 @@ from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.elements import N_ELEMENTS
-from localframe.nn.frames import build_frame, check_symmetry, neighbour_centroid, normalize, safe_norm, scalarize
-from localframe.nn.mlp import columnwise, mlp
+from localframe.nn.frames import build_frame, check_symmetry, neighbour_centroid, normalize, safe_norm
+from localframe.nn.lse import LocalSubstructure
+from localframe.nn.mlp import mlp
 from localframe.nn.radial import BesselBasis
 from localframe.nn.scatter import gather, scatter_sum
 
@@ -197,6 +198,7 @@ class AlphaNet(Representation):
         "(arXiv:2501.07155)"
     )
     has_vectors = True
+    legacy_keys = {"lse_in.0.": "lse.input.", "lse_g.": "lse.g."}  # earlier model files
     presets = {
         # released mp.json / oma.json: 4 layers, H = 176, r_c = 5, 8 Bessel, dropout off, chi defaults
         "mp": {"cutoff": 5.0, "hidden_channels": 176, "num_layers": 4, "num_radial": 8,
@@ -240,18 +242,12 @@ class AlphaNet(Representation):
         self.neighbour_embedding = nn.Embedding(N_ELEMENTS, h)
         self.embed_norm = nn.LayerNorm(h, elementwise_affine=False)
         self.state_embedding = nn.Parameter(torch.randn(h, 2 * self.chi1) / math.sqrt(h))  # K₁
-        self.lse_in = nn.Sequential(nn.Linear(h, h), nn.LayerNorm(h, elementwise_affine=False), nn.SiLU())
-        self.lse_g = mlp([3, int(lse_hidden), 1])
+        self.lse = LocalSubstructure(h, int(lse_hidden), chiral=self.chiral, layer_norm=True, envelope=True, order="ij")
         self.layers = nn.ModuleList(
             AlphaLayer(h, num_radial, self.chi1, int(chi2), int(heads), int(hidden_chi), k == num_layers - 1)
             for k in range(num_layers)
         )
         self.state_out = nn.Linear(2 * self.chi1, h, bias=False) if readout == "mlp" else None  # W_q
-
-    def substructure(self, S, frame, endpoint):
-        """t^u (E, H): endpoint u's neighbourhood summary S_u read in the edge frame (step 2)."""
-        P = scalarize(gather(S, endpoint), frame, self.chiral)
-        return (columnwise(self.lse_g, P).squeeze(-2) + P[:, 0, :]) / math.sqrt(self.hidden_channels)
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         i, j = edge_index
@@ -267,8 +263,7 @@ class AlphaNet(Representation):
         hij = ue * self.radial_mlp(phi)
         z = self.embed_norm(self.embedding(numbers))
         s = z + scatter_sum(hij * gather(self.embed_norm(self.neighbour_embedding(numbers)), j), i, n)
-        S = scatter_sum(unit.unsqueeze(-1) * (hij * gather(self.lse_in(s), j)).unsqueeze(1), i, n)
-        A = torch.cat([ue * self.substructure(S, frame, i), ue * self.substructure(S, frame, j), hij, phi], dim=-1)
+        A = torch.cat([self.lse(s, hij, unit, frame, edge_index, u), hij, phi], dim=-1)
         q = (z @ self.state_embedding).unflatten(-1, (2, self.chi1)).transpose(1, 2)  # (N, χ₁, 2)
         v, rho = None, None
         # 3. layers

@@ -44,8 +44,22 @@ class Representation(nn.Module):
     #: Width of the returned scalars when it differs from ``hidden_channels`` (the vectors' width).
     scalar_channels: int | None = None
 
+    #: Parameter names of earlier model files, as prefixes, and what they are now:
+    #: ``{"lse_in.": "lse.input."}`` loads a state_dict saved with ``lse_in.weight`` into ``lse.input.weight``.
+    legacy_keys: ClassVar[dict[str, str]] = {}
+
     hidden_channels: int
     cutoff: float
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Renames the :attr:`legacy_keys` of an earlier file (in ``state_dict``, a copy made by
+        ``load_state_dict``) before loading."""
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            old = next((o for o in self.legacy_keys if rest.startswith(o)), None)
+            if old is not None and prefix + self.legacy_keys[old] + rest[len(old):] not in state_dict:
+                state_dict[prefix + self.legacy_keys[old] + rest[len(old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def message_layers(self) -> list[tuple[nn.Module, ...]]:
         """The message-passing layers in order, each as the modules that make it up (used by the Virgo

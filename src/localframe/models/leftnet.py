@@ -13,7 +13,8 @@ selects a documented cheaper or older variant (ablations).
 
 2. Radial filter and embedding:  h_ij = u_ij · MLP_r(φ_ij),   s_i = E(z_i) + Σ_j h_ij ⊙ E′(z_j),  v_i = 0.
 
-3. LSE, the neighbourhood of each endpoint seen in the edge frame (computed once, C = H channels):
+3. LSE (:mod:`localframe.nn.lse`), the neighbourhood of each endpoint seen in the edge frame (computed
+   once, C = H channels):
 
        S_i   = Σ_j ê_ij ⊗ (h_ij ⊙ σ(W s_j + b))                        ∈ ℝ^{3×C}
        P^u   = scalarize(S_u, F_ij),  u ∈ {i, j};    t^u_c = g(P^u_{:,c}) + P^u_{1,c}
@@ -53,7 +54,7 @@ PyTorch's default each shrinks the signal (QM9 U0, 626 steps: validation MAE 0.3
 Computation (the same function, tested against the straightforward forward): φ's subnormal values are
 set to 0 (below 1.2e-38; they slow every product that reads them several-fold on many CPUs);
 u_ij (W_φ φ_ij + b) is one matrix product [u φ, u] [W_φ, b]ᵀ; the LSE runs in chunks of edges, g as two
-matrix products on the columns. Where the time goes: docs/benchmarks.md.
+matrix products on the columns (:mod:`localframe.nn.lse`). Where the time goes: docs/benchmarks.md.
 
 Departures from the paper and its code: see docs/models.md ("LEFTNet"). In short: local frames
 (no pre-centring, safe normalisation), envelope on the final filters, FTE uses the node frame,
@@ -77,11 +78,11 @@ from localframe.nn.frames import (
     check_symmetry, edge_frame, local_centroids, node_frame, safe_norm, scalarize, tensorize,
 )
 from localframe.nn.init import unit_variance_init
+from localframe.nn.lse import LocalSubstructure
 from localframe.nn.radial import ExpNormalBasis, flush_subnormal
 from localframe.nn.scatter import gather, scatter_sum
 
 FTE_MODES = ("frame", "readout", "coefficients", "none")
-CHUNK_ELEMENTS = 2**21  # elements of g's hidden activations per LSE chunk (8 MB in float32)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -162,6 +163,7 @@ class LEFTNet(Representation):
         "networks, NeurIPS 2023 (arXiv:2304.04757)"
     )
     has_vectors = True
+    legacy_keys = {"lse_in.": "lse.input.", "lse_mix.": "lse.mix.", "lse_g.": "lse.g."}  # earlier model files
     #: "qm9", "md17": the released main_qm9.py / main_md17.py sizes; "cpu": the width the example configs train on a CPU.
     presets = {
         "qm9": {"cutoff": 5.0, "hidden_channels": 256, "num_layers": 4, "num_radial": 32},
@@ -205,9 +207,7 @@ class LEFTNet(Representation):
         self.radial_mlp = mlp([num_radial, h, h])
         self.embedding = nn.Embedding(N_ELEMENTS, h)
         self.neighbour_embedding = nn.Embedding(N_ELEMENTS, h)
-        self.lse_in = nn.Linear(h, h)
-        self.lse_mix = nn.Linear(h, c, bias=False) if c < h else None
-        self.lse_g = mlp([3, int(lse_hidden) if lse_hidden else quarter, 1])
+        self.lse = LocalSubstructure(h, int(lse_hidden) if lse_hidden else quarter, c, self.chiral)
         a_dim, hidden_a = 2 * c + h + num_radial, int(filter_hidden) if filter_hidden else 3 * h
         self.shared_mlp_a = mlp([a_dim, hidden_a, 3 * h]) if shared_filter else None
         self.layers = nn.ModuleList(
@@ -222,30 +222,6 @@ class LEFTNet(Representation):
         m, p = local_centroids(vectors, u, edge_index, n)
         return edge_frame(vectors, m, edge_index), node_frame(m, p)
 
-    def substructure(self, S, frame, edge_index):
-        """[t^j, t^i] (E, 2C): the LSE summaries of both endpoints' neighbourhoods in the edge frame (step 3).
-
-        Evaluated in chunks of edges: g's hidden activations, (E, H/4, 2C), would be hundreds of MB, and
-        tensors that large are page-faulted in afresh by every operation; chunks of ~8 MB are reused from
-        the heap. Same arithmetic; the LSE runs 2–4× faster fwd + bwd on a CPU (QM9 batch, H = 128)."""
-        i, j = edge_index
-        size = max(32, CHUNK_ELEMENTS // (self.lse_g[0].out_features * 2 * S.shape[-1]))
-        out = []
-        for k in range(0, max(i.shape[0], 1), size):  # one (empty) chunk when there are no edges
-            P = scalarize(torch.cat([gather(S, j[k : k + size]), gather(S, i[k : k + size])], dim=-1),
-                          frame[k : k + size], self.chiral)  # (e, 3, 2C)
-            out.append(self.lse_columns(P) + P[:, 0, :])
-        return torch.cat(out) if len(out) > 1 else out[0]
-
-    def lse_columns(self, P):
-        """g (3 → G → 1) on every column of P (e, 3, C), (e, C): the columns as one (4, e·C) matrix with a row
-        of ones, so that W₁ and b₁ are one matrix product and the (G, e·C) activations stay contiguous."""
-        first, last = self.lse_g[0], self.lse_g[-1]
-        e, a, c = P.shape
-        X = torch.cat([P, P.new_ones(e, 1, c)], dim=1).transpose(0, 1).reshape(a + 1, e * c)
-        hidden = self.lse_g[1](torch.cat([first.weight, first.bias.unsqueeze(-1)], dim=1) @ X)
-        return torch.addmm(last.bias.unsqueeze(-1), last.weight, hidden).view(e, c)
-
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         i, j = edge_index
         n = numbers.shape[0]
@@ -258,11 +234,7 @@ class LEFTNet(Representation):
         hij = u.unsqueeze(-1) * self.radial_mlp(phi)
         s = self.embedding(numbers) + scatter_sum(hij * gather(self.neighbour_embedding(numbers), j), i, n)
         # 3. local substructure encoding
-        w = hij * gather(torch.nn.functional.silu(self.lse_in(s)), j)
-        if self.lse_mix is not None:
-            w = self.lse_mix(w)  # W_S moved inside the sum (linear)
-        S = scatter_sum(unit.unsqueeze(-1) * w.unsqueeze(1), i, n)
-        A = torch.cat([self.substructure(S, edge_fr, edge_index), hij, phi], dim=-1)
+        A = torch.cat([self.lse(s, hij, unit, edge_fr, edge_index, u), hij, phi], dim=-1)
         # 4–5. layers
         shared = u.unsqueeze(-1) * self.shared_mlp_a(A) if self.shared_mlp_a is not None else None
         v = None  # v = 0 before the first layer
