@@ -1,0 +1,166 @@
+"""Inpainting and guided sampling: the fixed fragment kept exactly, zero centre of mass, translation
+equivariance, the separation constraint in sampling, fragment files and their one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from localframe.errors import InputError
+from localframe.generate import inpaint
+from localframe.generate.denoiser import Denoiser
+from localframe.generate.edm import EDM
+from localframe.generate.flow import FlowMatching
+from localframe.generate.inpaint import Fragment, check_fragment, fragment_sizes, guided_sample, read_fragment
+from localframe.generate.separation import too_close
+
+ELEMENTS, CHARGES = (1, 6, 7, 8, 9), (-1, 0, 1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _TameEDM(EDM):
+    """An untrained denoiser makes EDM's first steps (÷ α_{t|s}, α_1 ≈ 0.003) diverge; this one adds to
+    it the exact ε of positions ~ N(0, 1.5² I) and features ~ N(0, 0.3² I), which keeps the sampler finite."""
+
+    def predict(self, x, h, t, batch, condition=None):
+        from localframe.generate.schedule import alpha_sigma
+
+        a, s = (v[batch].unsqueeze(-1) for v in alpha_sigma(t))
+        eps_x, eps_h = super().predict(x, h, t, batch)
+        return (s * x / (a * a * 2.25 + s * s) + 1e-3 * eps_x, s * h / (a * a * 0.09 + s * s) + 1e-3 * eps_h)
+
+
+PROCESSES = [_TameEDM, FlowMatching]
+
+
+def process(cls, dtype=torch.float32):
+    torch.manual_seed(0)
+    net = Denoiser(len(ELEMENTS) + len(CHARGES), len(ELEMENTS) + len(CHARGES), "egnn", {"hidden_channels": 16, "num_layers": 2})
+    return cls(net, ELEMENTS, CHARGES).to(dtype)
+
+
+def fragment(offset=(12.3456789, -7.891, 3.3)):
+    # the heavy atoms of acetaldehyde (C, C, O), far from the origin
+    positions = np.array([[0.0, 0.0, 0.0], [1.50, 0.0, 0.0], [2.20, 1.05, 0.0]]) + np.array(offset)
+    return Fragment(np.array([6, 6, 8]), positions, np.array([0, 0, 0]), "frag.sdf")
+
+
+@pytest.mark.parametrize("cls", PROCESSES)
+@pytest.mark.parametrize("resample,separation", [(1, False), (3, True)])
+def test_inpainting_keeps_the_fragment_exact_in_every_sample(cls, resample, separation):
+    frag = fragment()
+    mols = guided_sample(process(cls), [6, 8, 9, 11], steps=6, generator=torch.Generator().manual_seed(1),
+                         fragment=frag, resample=resample, separation=separation)
+    assert [len(m) for m in mols] == [6, 8, 9, 11]
+    for m in mols:
+        assert np.abs(m.positions[:3] - frag.positions).max() <= 1e-6
+        assert list(m.numbers[:3]) == [6, 6, 8] and list(m.charges[:3]) == [0, 0, 0]
+        assert np.isfinite(m.positions).all()
+        assert set(m.numbers) <= set(ELEMENTS)
+        if separation:
+            assert too_close(m.numbers, m.positions)[0] == 0
+
+
+@pytest.mark.parametrize("cls", PROCESSES)
+def test_inpainting_states_stay_in_the_zero_centre_of_mass_subspace(cls, monkeypatch):
+    states = []
+    impose = inpaint._impose
+
+    def recording(state, known, fixed, b, n):
+        out = impose(state, known, fixed, b, n)
+        states.append((out["x"], b))
+        return out
+
+    monkeypatch.setattr(inpaint, "_impose", recording)
+    guided_sample(process(cls, torch.float64), [5, 7], steps=4, generator=torch.Generator().manual_seed(0),
+                  dtype=torch.float64, fragment=fragment(), resample=2, separation=True)
+    assert len(states) == 8
+    for x, b in states:
+        means = torch.zeros(2, 3, dtype=x.dtype).index_add(0, b, x) / torch.bincount(b).unsqueeze(-1)
+        assert means.abs().max() < 1e-9 * max(1.0, x.abs().max().item())
+
+
+def test_impose_keeps_the_centre_of_mass_and_the_fragment_shape():
+    gen = torch.Generator().manual_seed(0)
+    b = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    fixed = inpaint._fixed_mask(b, 2)
+    assert fixed.tolist() == [True, True, False, False, True, True, False, False, False]
+    x = inpaint.remove_mean(torch.randn(9, 3, generator=gen, dtype=torch.float64), b, 2)
+    known = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    out = inpaint._impose({"x": x}, {"x": known}, fixed, b, 2)["x"]
+    torch.testing.assert_close(torch.zeros(2, 3, dtype=torch.float64).index_add(0, b, out), torch.zeros(2, 3, dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[1] - out[0], known[1] - known[0], rtol=0, atol=1e-12)  # shape of the known part
+    torch.testing.assert_close(out[5] - out[4], known[3] - known[2], rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[~fixed] - out[~fixed].mean(0), x[~fixed] - x[~fixed].mean(0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", PROCESSES)
+def test_translating_the_fragment_translates_the_completion_float64(cls):
+    proc = process(cls, torch.float64)
+    shift = np.array([-4.0, 2.5, 7.0])
+
+    def run(frag):
+        return guided_sample(proc, [6, 7], steps=5, generator=torch.Generator().manual_seed(3), dtype=torch.float64,
+                             fragment=frag, resample=2)
+
+    base, moved = run(fragment()), run(fragment(np.array((12.3456789, -7.891, 3.3)) + shift))
+    for a, c in zip(base, moved):
+        assert np.array_equal(a.numbers, c.numbers)
+        np.testing.assert_allclose(c.positions, a.positions + shift, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("cls", PROCESSES)
+def test_separation_in_unconditional_sampling_keeps_the_centre_of_mass(cls):
+    proc = process(cls, torch.float64)
+    mols = guided_sample(proc, [4, 6, 9], steps=20, generator=torch.Generator().manual_seed(0), dtype=torch.float64,
+                         separation=True)
+    for m in mols:
+        scale = max(1.0, np.abs(m.positions).max())
+        assert np.abs(m.positions.mean(0)).max() < 1e-9 * scale
+        assert too_close(m.numbers, m.positions)[0] == 0
+
+
+def test_fragment_files_sdf_and_xyz(tmp_path):
+    from localframe.generate.molecule import Molecule, write_sdf
+
+    frag = fragment()
+    write_sdf(tmp_path / "f.sdf", [Molecule(frag.numbers, frag.positions, np.array([0, 0, 0]))])
+    got = read_fragment(tmp_path / "f.sdf")
+    assert list(got.numbers) == [6, 6, 8]
+    np.testing.assert_allclose(got.positions, frag.positions, atol=1e-4)  # the SDF's 4 decimals
+    (tmp_path / "f.xyz").write_text("2\n\nC 0.123456789 0 0\nO 1.3 0 0\n")
+    got = read_fragment(tmp_path / "f.xyz")
+    assert list(got.numbers) == [6, 8] and got.positions[0, 0] == 0.123456789 and list(got.charges) == [0, 0]
+
+
+def test_fragment_errors_are_one_line(tmp_path):
+    proc = process(FlowMatching)
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(InputError, match="a fragment file is .sdf or .xyz"):
+        read_fragment(tmp_path / "f.txt")
+    (tmp_path / "two.xyz").write_text("1\n\nC 0 0 0\n1\n\nC 1 0 0\n")
+    with pytest.raises(InputError, match="the file has 2 frames"):
+        read_fragment(tmp_path / "two.xyz")
+    cl = Fragment(np.array([6, 17]), np.zeros((2, 3)), np.array([0, 0]), "frag.xyz")
+    with pytest.raises(InputError, match=r"frag.xyz: fragment element\(s\) Cl not among the model's atom types \(H, C, N, O, F\)"):
+        check_fragment(proc, cl)
+    charged = Fragment(np.array([6, 7]), np.zeros((2, 3)), np.array([0, 2]), "frag.sdf")
+    with pytest.raises(InputError, match=r"formal charge\(s\) \[2\]"):
+        check_fragment(proc, charged)
+    histogram = np.zeros(10, int)
+    histogram[[5, 9]] = 1
+    with pytest.raises(InputError, match=r"3 atoms \+ --add 7 = 10 atoms: more than the largest molecule .* \(9 atoms\)"):
+        fragment_sizes(fragment(), 7, histogram, 4, np.random.default_rng(0))
+    assert set(fragment_sizes(fragment(), None, histogram, 20, np.random.default_rng(0))) == {5, 9}
+    assert set(fragment_sizes(fragment(), 2, histogram, 3, np.random.default_rng(0))) == {5}
+    with pytest.raises(InputError, match="no molecule larger"):
+        fragment_sizes(Fragment(np.ones(9, int), np.zeros((9, 3)), np.zeros(9, int)), None, histogram, 2, np.random.default_rng(0))
