@@ -339,3 +339,35 @@ def guided_sample(process, sizes, steps: int, generator=None, dtype=torch.float3
     if separation:
         x = _separate(process, x, types, b, n, 1.0, mobile)
     return process.to_molecules(x, types, charges, b)
+
+
+@dataclass
+class Guide:
+    """What ``localframe generate sample`` was asked for beyond plain sampling: a fragment to complete
+    (``--fragment``, ``--add``, ``--resample``) and/or the separation constraint (``--separation``)."""
+
+    process: object
+    sizes: np.ndarray | None
+    fragment: Fragment | None
+    resample: int
+    separation: bool
+
+    def sample(self, sizes, steps: int, generator=None, condition=None) -> list[Molecule]:
+        return guided_sample(self.process, sizes, steps, generator, fragment=self.fragment, resample=self.resample,
+                             separation=self.separation)
+
+
+def guide(process, histogram, n: int, rng, fragment: str | None = None, add: int | None = None, resample: int = 1,
+          separation: bool = False) -> Guide | None:
+    """A :class:`Guide` from the sample options (None when none is given); sizes from the fragment."""
+    if (fragment is not None or separation) and (getattr(process, "bonds", False) or getattr(process, "conditions", ())):
+        raise InputError("--fragment and --separation support models without bonds and conditions only")
+    if fragment is None:
+        if add is not None or resample != 1:
+            raise InputError("--add and --resample need --fragment")
+        return Guide(process, None, None, 1, True) if separation else None
+    if resample < 1:
+        raise InputError(f"--resample must be at least 1, got {resample}")
+    frag = read_fragment(fragment)
+    check_fragment(process, frag)
+    return Guide(process, fragment_sizes(frag, add, histogram, n, rng), frag, int(resample), bool(separation))

@@ -9,6 +9,10 @@ count, property) pairs are drawn jointly from the training molecules; with ``con
 (``{"alpha": 70.0}``) every molecule gets that value and its atom count is drawn from the training
 molecules nearest to it (the 1 % closest in normalised property, at least 20). The property
 of each molecule is written to its SDF record as a data item (``>  <alpha>``).
+
+``fragment`` (an SDF or XYZ file), ``add``, ``resample`` and ``separation`` sample through
+:mod:`localframe.generate.inpaint`: molecules that complete the fragment (its atoms first, exactly at
+their input coordinates) and/or keep atoms apart.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from localframe.generate.inpaint import guide
 from localframe.generate.molecule import write_sdf
 from localframe.generate.train import load
 
@@ -46,7 +51,8 @@ def sizes_and_conditions(process, histogram: np.ndarray, n: int, rng, condition:
 
 
 def sample(model: str, n: int, steps: int, out: str, seed: int = 0, batch_size: int = 100, threads: int = 1,
-           progress: bool = True, condition: dict | None = None) -> dict:
+           progress: bool = True, condition: dict | None = None, fragment: str | None = None, add: int | None = None,
+           resample: int = 1, separation: bool = False) -> dict:
     from localframe.errors import InputError
     from localframe.progress import Progress
 
@@ -56,13 +62,16 @@ def sample(model: str, n: int, steps: int, out: str, seed: int = 0, batch_size: 
     process, histogram = load(model)
     rng = np.random.default_rng(seed)
     sizes, values = sizes_and_conditions(process, histogram, n, rng, condition)
+    guided = guide(process, histogram, n, rng, fragment, add, resample, separation)
+    sizes = sizes if guided is None or guided.sizes is None else guided.sizes
     generator = torch.Generator().manual_seed(seed)
     molecules, start = [], time.perf_counter()
     meter = Progress(n, "generate sample", enabled=progress, unit="molecules")
     meter.start()
     for k in range(0, n, batch_size):
         extra = {"condition": values[k:k + batch_size]} if values is not None else {}
-        molecules += process.sample(sizes[k:k + batch_size], steps, generator, **extra)
+        draw = guided.sample if guided is not None else process.sample
+        molecules += draw(sizes[k:k + batch_size], steps, generator, **extra)
         meter.update(len(molecules))
     meter.close()
     seconds = time.perf_counter() - start
