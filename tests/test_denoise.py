@@ -32,7 +32,7 @@ def test_noise_prediction_is_equivariant_and_translation_invariant(lf, name):
 
     def predict(a):
         batch = AtomsBatch.from_atoms(a, model.cutoff, dtype=torch.float64)
-        return head(model.representation, batch, batch.positions).detach().numpy()
+        return head(model, batch, batch.positions).detach().numpy()
 
     base = predict(atoms)
     assert np.abs(base).max() > 1e-3  # not trivially zero
@@ -174,3 +174,112 @@ def test_train_offset_is_refused_for_other_sources(tmp_path):
     raw["data"]["train_offset"] = 10
     with pytest.raises(InputError, match="data.train_offset applies to data.source qm9 only"):
         configuration.validate(raw)
+
+
+# ------------------------------------------------------------------ force-aware denoising (DeNS)
+@pytest.mark.parametrize("name", ["leftnet", "painn", "schnet"])
+def test_force_aware_prediction_and_loss_are_equivariant(lf, name):
+    """Float64: with the structure, its forces and the noise rotated, reflected and translated,
+    ε̂(Qx̃ + t, QF) = Q ε̂(x̃, F) and the loss (target Qε) is unchanged; the forces change the prediction."""
+    from localframe.train.denoise import corruption_mask
+
+    model = lf.build_model(name)
+    torch.manual_seed(1)
+    head = DenoiseHead(model.representation, force_scale=0.7).double().eval()
+    lf.randomize_biases(head)
+    atoms = lf.ethanol()
+    rng = np.random.default_rng(0)
+    q = random_rotation(rng) * np.array([1, 1, -1])
+    t = np.array([0.3, -1.2, 2.0])
+    batch = AtomsBatch.from_atoms(atoms, model.cutoff, dtype=torch.float64)
+    mask = corruption_mask(batch, 0.5, torch.Generator().manual_seed(0))
+    assert 0 < int(mask.sum()) < len(atoms)
+    eps = noise(batch, 0.1, torch.Generator().manual_seed(1), mask=mask)
+    forces = torch.tensor(rng.normal(size=(len(atoms), 3))) * mask.unsqueeze(-1)
+    qt = torch.tensor(q)
+
+    def predict(x, f, e):
+        moved = atoms.copy()
+        moved.positions = x
+        b = AtomsBatch.from_atoms(moved, model.cutoff, dtype=torch.float64)
+        return head(model, b, b.positions + 0.1 * e, f).detach()
+
+    base = predict(atoms.positions, forces, eps)
+    moved = predict(atoms.positions @ q.T + t, forces @ qt.T, eps @ qt.T)
+    assert torch.allclose(moved, base @ qt.T, atol=1e-10)
+    assert float(denoise_loss(moved, eps @ qt.T, mask)) == pytest.approx(float(denoise_loss(base, eps, mask)), rel=1e-10)
+    assert (predict(atoms.positions, 2 * forces, eps) - base).abs().max() > 1e-4  # the forces are used
+
+
+def test_partial_corruption_noises_only_the_masked_atoms():
+    """Hand-built batch (water + H2): at least one atom per structure is noised; the others have ε = 0; the
+    mean is removed only where all atoms are noised; the loss averages over the noised atoms only."""
+    from ase import Atoms
+
+    from localframe.train.denoise import corruption_mask
+
+    batch = AtomsBatch.collate([AtomsBatch.from_atoms(Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]), 4.0),
+                                AtomsBatch.from_atoms(Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]]), 4.0)])
+    for seed in range(20):
+        mask = corruption_mask(batch, 0.01, torch.Generator().manual_seed(seed))
+        assert int(mask[:3].sum()) == 1 and int(mask[3:].sum()) == 1  # r → 0: exactly the one kept atom
+    assert bool(corruption_mask(batch, 1.0).all())
+    mask = torch.tensor([True, False, True, True, True])
+    eps = noise(batch, 0.04, torch.Generator().manual_seed(0), mask=mask)
+    assert float(eps[1].abs().max()) == 0.0 and float(eps[[0, 2]].abs().min()) > 0
+    assert torch.allclose(eps[3:].sum(0), torch.zeros(3), atol=1e-6)  # H2 all noised: its mean removed
+    assert float(eps[:3].sum(0).abs().max()) > 1e-3  # water keeps an atom in place: its mean stays
+    prediction = eps.clone()
+    prediction[1] = 5.0  # an atom left in place is not scored
+    assert float(denoise_loss(prediction, eps, mask)) == 0.0
+    assert float(denoise_loss(torch.zeros_like(eps), eps, mask)) == pytest.approx(float(eps.pow(2).sum()) / 12, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def dens_pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dens")
+    data = write_emt_frames(root / "water.extxyz", "H2O", 24, 0.1)
+    raw = _raw(data, root / "pre")
+    raw["train"].update({"denoise_forces": True, "denoise_fraction": 0.5, "denoise_sigma": 0.1, "max_epochs": 30,
+                         "dtype": "float64"})
+    result = train(configuration.validate(raw), progress=False, pretrain=True)
+    return data, root, result
+
+
+def test_force_aware_pretraining_lowers_its_loss(dens_pretrained):
+    data, root, result = dens_pretrained
+    rows = (root / "pre" / "metrics.csv").read_text().strip().splitlines()
+    column = rows[0].split(",").index("train_denoise")
+    losses = [float(r.split(",")[column]) for r in rows[1:]]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    meta = localframe.load_model(root / "pre" / "model.pt").metadata["pretraining"]
+    assert meta["task"] == "force-aware coordinate denoising (DeNS)" and meta["fraction"] == 0.5
+
+
+def test_a_force_aware_pretrained_file_fine_tunes(dens_pretrained, tmp_path):
+    data, root, _ = dens_pretrained
+    raw = _raw(data, tmp_path / "ft", init=str(root / "pre" / "model.pt"))
+    raw["train"]["max_epochs"] = 1
+    result = train(configuration.validate(raw), progress=False)
+    assert {"energy", "forces"} <= set(result["test"])
+    record = localframe.load_model(tmp_path / "ft" / "model.pt").metadata["init"]
+    assert record["pretraining"]["task"] == "force-aware coordinate denoising (DeNS)"
+
+
+def test_force_aware_denoising_needs_forces_and_a_denoising_loss(tmp_path):
+    import ase.io
+    from ase.build import molecule
+
+    plain = tmp_path / "plain.extxyz"
+    ase.io.write(plain, [molecule("H2O") for _ in range(6)])
+    raw = _raw(str(plain), tmp_path / "a")
+    raw["data"].update({"n_train": 4, "n_val": 2})
+    raw["train"]["denoise_forces"] = True
+    with pytest.raises(InputError, match="train.denoise_forces needs forces in the data"):
+        train(configuration.validate(raw), progress=False, pretrain=True)
+    frames = write_emt_frames(tmp_path / "w.extxyz", "H2O", 6, 0.05)
+    raw = _raw(frames, tmp_path / "b")
+    raw["data"].update({"n_train": 4, "n_val": 2})
+    raw["train"]["denoise_forces"] = True
+    with pytest.raises(InputError, match="nothing is denoised: set train.weights.denoise > 0"):
+        train(configuration.validate(raw), progress=False)

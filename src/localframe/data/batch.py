@@ -16,6 +16,8 @@ cell_shifts     (E, 3)     integer lattice shifts S of j, stored in the float dt
 labels          dict       per-structure labels: "energy" (B,), "stress" (B, 3, 3), "dipole" (B, 3),
                            any other per-structure scalar (B,)
 atom_labels     dict       per-atom labels: "forces" (N, 3), any other per-atom array (N, ...)
+bonds           list/None  optional bond graph per structure, (2, B_b) numpy arrays of atom indices
+                           within it (what SPE encodes; None: computed from the positions)
 ==============  =========  ==========================================================
 
 The pair vector is ``r_ij = x_j - x_i + S_ij @ cell`` (see :mod:`localframe.data.neighbors`);
@@ -50,6 +52,7 @@ class AtomsBatch:
     cutoff: float
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     atom_labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    bonds: list | None = None
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -114,6 +117,7 @@ class AtomsBatch:
                     n_atoms=self.n_atoms[b : b + 1], edge_index=edges[:, e0:e1] - a0, cell_shifts=shifts[e0:e1],
                     cutoff=self.cutoff, labels={k: v[b : b + 1] for k, v in self.labels.items()},
                     atom_labels={k: v[a0:a1] for k, v in self.atom_labels.items()},
+                    bonds=None if self.bonds is None else [self.bonds[b]],
                 )
             )
         return out
@@ -147,6 +151,7 @@ class AtomsBatch:
             cutoff=items[0].cutoff,
             labels={k: torch.cat([it.labels[k] for it in items]) for k in sorted(keys)},
             atom_labels={k: torch.cat([it.atom_labels[k] for it in items]) for k in sorted(atom_keys)},
+            bonds=None if any(it.bonds is None for it in items) else [b for it in items for b in it.bonds],
         )
 
     @classmethod

@@ -119,6 +119,20 @@ class AtomisticModel(nn.Module):
         (:func:`localframe.nn.spe.bond_graph`); None goes back to computing them."""
         self.fixed_bonds = None if bonds is None else [np.asarray(b) for b in bonds]
 
+    def features(self, batch: AtomsBatch, positions: torch.Tensor | None = None,
+                 cell: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The representation's (scalars, vectors) of ``batch`` at ``positions`` and ``cell`` (default: the
+        batch's), with the SPE input set. SPE's bond graph, in this order: :meth:`fix_bond_graph`'s,
+        ``batch.bonds``, or the covalent-radius graph of the batch's own positions."""
+        vectors = batch.edge_vectors(positions, cell)
+        if self.spe is not None:
+            self.representation.embedding.extra = self._spe_features(batch)
+        try:
+            return self.representation(batch.numbers, batch.edge_index, vectors, batch.batch, batch.n_structures)
+        finally:
+            if self.spe is not None:
+                self.representation.embedding.extra = None  # no tensor of a call outlives it (copies, pickling)
+
     def _spe_features(self, batch: AtomsBatch) -> torch.Tensor:
         from localframe.nn.spe import bond_graph
 
@@ -130,7 +144,10 @@ class AtomisticModel(nn.Module):
         out, start = [], 0
         for k, n in enumerate(counts):
             part = slice(start, start + n)
-            bonds = self.fixed_bonds[k] if self.fixed_bonds is not None else bond_graph(numbers[part], positions[part])
+            if self.fixed_bonds is not None:
+                bonds = self.fixed_bonds[k]
+            else:
+                bonds = batch.bonds[k] if batch.bonds is not None else bond_graph(numbers[part], positions[part])
             out.append(self.spe.of_structure(numbers[part], positions[part], bonds))
             start += n
         features = torch.cat(out) if out else batch.positions.new_zeros(0, self.spe.channels)
@@ -167,14 +184,7 @@ class AtomisticModel(nn.Module):
         if stress:
             strain, positions, cell = apply_strain(batch, positions)
             inputs.append(strain)
-        vectors = batch.edge_vectors(positions, cell)
-        if self.spe is not None:
-            self.representation.embedding.extra = self._spe_features(batch)
-        scalars, atom_vectors = self.representation(
-            batch.numbers, batch.edge_index, vectors, batch.batch, batch.n_structures
-        )
-        if self.spe is not None:
-            self.representation.embedding.extra = None  # no tensor of a call outlives it (copies, pickling)
+        scalars, atom_vectors = self.features(batch, positions, cell)
         energy = self.energy_head(scalars, batch.numbers, batch.batch, batch.n_structures)
         out = {"energy": energy}
         if dipole:

@@ -103,6 +103,10 @@ class TrainConfig(_Section):
     loss: Literal["mse", "l1", "huber"] = "mse"
     weights: LossWeights = Field(default_factory=LossWeights)
     denoise_sigma: float = Field(default=0.04, gt=0, le=1.0, description="Å, coordinate noise of denoising")
+    denoise_fraction: float = Field(default=1.0, gt=0, le=1.0, description="fraction of atoms noised (at least "
+                                    "one per structure; DeNS partial corruption below 1)")
+    denoise_forces: bool = Field(default=False, description="DeNS: the clean frame's forces as an input of the "
+                                 "noised atoms (data with forces, off equilibrium)")
     early_stopping: int | None = Field(default=None, gt=0, description="validations without improvement")
     checkpoint_minutes: float = Field(default=10.0, gt=0, le=MAX_MINUTES)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)

@@ -57,12 +57,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class Task(L.LightningModule):
     def __init__(self, model: AtomisticModel, cfg: TrainConfig, labels: tuple[str, ...], energy_scale: float,
-                 target_scales: dict[str, float], pretrain: bool = False):
+                 target_scales: dict[str, float], pretrain: bool = False, force_scale: float | None = None):
         super().__init__()
         self.model = model
-        # coordinate denoising (localframe.train.denoise): the whole loss when pretraining, else Noisy Nodes
+        # coordinate denoising (localframe.train.denoise): the whole loss when pretraining, else Noisy Nodes;
+        # force-aware (DeNS) with the force scale σ_F of the training split
         self.pretrain = pretrain
-        self.denoise_head = (DenoiseHead(model.representation).to(next(model.parameters()).dtype)
+        self.denoise_head = (DenoiseHead(model.representation, force_scale).to(next(model.parameters()).dtype)
                              if pretrain or cfg.weights.denoise > 0 else None)
         self.cfg = cfg
         self.labels = tuple(labels)
@@ -127,7 +128,7 @@ class Task(L.LightningModule):
         self._set_lr()
 
     def _denoising(self, model: AtomisticModel, batch: AtomsBatch) -> torch.Tensor:
-        return denoising_error(self.denoise_head, model.representation, batch, self.cfg.denoise_sigma)
+        return denoising_error(self.denoise_head, model, batch, self.cfg.denoise_sigma, self.cfg.denoise_fraction)
 
     def training_step(self, batch: AtomsBatch, batch_idx: int):
         errors = {} if self.pretrain else self._errors(self.model, batch)

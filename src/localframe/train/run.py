@@ -177,7 +177,8 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     model = model.to(dtype)
     provenance = initialize(model, cfg.model.init, datasets["train"], tc.seed)
     norm.apply(model)
-    task = Task(model, tc, () if pretrain else data.labels, norm.energy_scale, norm.target_scales, pretrain=pretrain)
+    task = Task(model, tc, () if pretrain else data.labels, norm.energy_scale, norm.target_scales, pretrain=pretrain,
+                force_scale=_denoise_force_scale(tc, data, splits["train"], pretrain))
 
     learned = [] if pretrain else outputs.learned(data.labels, targets)
     callbacks = [
@@ -217,7 +218,8 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     }
     if pretrain:
         final.metadata["pretraining"] = {
-            "task": "coordinate denoising", "sigma": tc.denoise_sigma, "data": cfg.data.source,
+            "task": "force-aware coordinate denoising (DeNS)" if tc.denoise_forces else "coordinate denoising",
+            "sigma": tc.denoise_sigma, "fraction": tc.denoise_fraction, "data": cfg.data.source,
             "structures": int(len(splits["train"])), "steps": int(trainer.global_step),
             "seconds": round(task.elapsed, 1), "val_denoise": round(float(task.best_metric), 6),
             **({"train_offset": cfg.data.train_offset} if cfg.data.train_offset is not None else {}),
@@ -241,6 +243,21 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         with writing(run / "learning_curve.png", run):
             learning_curve(run / "metrics.csv", run / "learning_curve.png", data.units)
     return {**result, "model_object": final}
+
+
+def _denoise_force_scale(tc: configuration.TrainConfig, data, train: np.ndarray, pretrain: bool) -> float | None:
+    """σ_F of force-aware denoising (``train.denoise_forces``; :mod:`localframe.train.denoise`), else None."""
+    if not tc.denoise_forces:
+        return None
+    if not pretrain and tc.weights.denoise == 0:
+        raise InputError("train.denoise_forces is set but nothing is denoised: set train.weights.denoise > 0 "
+                         "(Noisy Nodes) or run localframe pretrain")
+    if "forces" not in data.labels:
+        raise InputError(f"train.denoise_forces needs forces in the data (labels: {', '.join(data.labels) or 'none'})",
+                         data.source)
+    from localframe.train.denoise import force_scale
+
+    return force_scale([data.atoms[k] for k in train])
 
 
 def initialize(model: models.AtomisticModel, choice: str, train: GraphDataset, seed: int) -> dict:
