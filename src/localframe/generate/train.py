@@ -197,7 +197,9 @@ def load(path):
     if not isinstance(payload, dict) or payload.get("kind") != "localframe.generate":
         raise InputError("not a localframe generative model file", str(path))
     process = build(payload["config"], tuple(payload["elements"]), tuple(payload["charges"]))
-    process.load_state_dict(payload["state_dict"])
+    # a file written before a feature's buffers existed lacks them; they are empty when the feature is off
+    empty = {key: value for key, value in process.state_dict().items() if value.numel() == 0}
+    process.load_state_dict({**empty, **payload["state_dict"]})
     process.eval()
     process.condition_pairs = np.array(payload.get("condition_pairs", []), dtype=np.float64)
     return process, np.array(payload["atom_count_histogram"])
