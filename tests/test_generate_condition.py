@@ -73,3 +73,36 @@ def test_sdf_keeps_the_requested_property(tmp_path):
     write_sdf(tmp_path / "m.sdf", [mol])
     back = read_sdf(tmp_path / "m.sdf")[0]
     assert back.info["properties"] == {"alpha": 70.25} and back.bonds.tolist() == [[0, 1, 1]]
+
+
+def test_atom_count_baseline_on_a_hand_built_case():
+    from localframe.generate.condition import atom_count_mae
+
+    # ĉ(2) = (1 + 3) / 2 = 2, ĉ(3) = 10, ĉ(4) = overall mean 14/3 (no molecule with 4 atoms)
+    # errors |2 − 1| = 1, |10 − 12| = 2, |14/3 − 5| = 1/3
+    assert atom_count_mae([2, 2, 3], [1.0, 3.0, 10.0], [2, 3, 4], [1.0, 12.0, 5.0]) == pytest.approx((1 + 2 + 1 / 3) / 3)
+
+
+def test_random_baseline_is_the_mae_against_shuffled_properties():
+    from localframe.generate.condition import mae, shuffled_mae
+
+    # two molecules, φ = c = (0, 1): the identity permutation gives 0, the swap gives 1, each with probability 1/2
+    values = [shuffled_mae([0.0, 1.0], [0.0, 1.0], np.random.default_rng(seed)) for seed in range(2000)]
+    assert set(values) == {0.0, 1.0}
+    assert np.mean(values) == pytest.approx(0.5, abs=0.04)
+    assert mae([1.0, 2.0], [2.0, 0.0]) == pytest.approx(1.5)
+
+
+def test_regressor_prediction_is_invariant_and_checks_the_target():
+    from localframe import models
+    from localframe.generate.condition import predict
+
+    torch.manual_seed(0)
+    regressor = models.create("schnet", targets={"alpha": "sum"}, cutoff=5.0).double().eval()
+    rng = np.random.default_rng(0)
+    mols = [Molecule([6, 1, 1, 1, 1], rng.normal(size=(5, 3))), Molecule([8, 1, 1], rng.normal(size=(3, 3)))]
+    R = improper_rotation(1).numpy()
+    moved = [Molecule(m.numbers, m.positions @ R.T + 1.5) for m in mols]
+    np.testing.assert_allclose(predict(regressor, moved, "alpha"), predict(regressor, mols, "alpha"), rtol=1e-9)
+    with pytest.raises(Exception, match="not 'gap'"):
+        predict(regressor, mols, "gap")
