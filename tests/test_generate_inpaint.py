@@ -164,3 +164,41 @@ def test_fragment_errors_are_one_line(tmp_path):
     assert set(fragment_sizes(fragment(), 2, histogram, 3, np.random.default_rng(0))) == {5}
     with pytest.raises(InputError, match="no molecule larger"):
         fragment_sizes(Fragment(np.ones(9, int), np.zeros((9, 3)), np.zeros(9, int)), None, histogram, 2, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("suffix", ["sdf", "xyz"])
+def test_cli_round_trip_with_a_fragment(tmp_path, capsys, suffix):
+    pytest.importorskip("rdkit")
+    import json
+
+    from localframe.cli import main
+    from localframe.generate import train
+    from localframe.generate.data import CHARGES, ELEMENTS_H
+    from localframe.generate.molecule import Molecule, read_sdf, write_sdf
+
+    cfg = train.load_config(None, ["model.hparams={hidden_channels: 8, num_layers: 1}", "process=flow"])
+    histogram = np.zeros(12, int)
+    histogram[[6, 9]] = 1
+    train.save(tmp_path / "model.pt", train.build(cfg, ELEMENTS_H, CHARGES), cfg, histogram)
+    frag = fragment()
+    path = tmp_path / f"frag.{suffix}"
+    if suffix == "sdf":
+        write_sdf(path, [Molecule(frag.numbers, frag.positions, frag.charges)])
+    else:
+        path.write_text("3\n\n" + "".join(f"{s} {x:.6f} {y:.6f} {z:.6f}\n" for s, (x, y, z) in zip("CCO", frag.positions)))
+    expected = read_fragment(path).positions
+    out = tmp_path / "mols.sdf"
+    assert main(["generate", "sample", str(tmp_path / "model.pt"), "--fragment", str(path), "--add", "5", "--resample", "2",
+                 "--n", "4", "--steps", "3", "--separation", "--out", str(out), "--quiet"]) == 0
+    mols = read_sdf(out)
+    assert [len(m) for m in mols] == [8] * 4
+    for m in mols:  # the SDF keeps 4 decimals
+        assert np.abs(m.positions[:3] - expected).max() <= 5e-5 and list(m.numbers[:3]) == [6, 6, 8]
+    capsys.readouterr()
+    assert main(["generate", "evaluate", str(out), "--reference", "0", "--no-novelty", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["samples"]
+    assert result["n_molecules"] == 4 and result["pairs_too_close"] == 0.0
+    assert main(["generate", "sample", str(tmp_path / "model.pt"), "--fragment", str(path), "--add", "9", "--out", str(out)]) == 2
+    assert "3 atoms + --add 9 = 12 atoms: more than the largest molecule" in capsys.readouterr().err
+    assert main(["generate", "sample", str(tmp_path / "model.pt"), "--add", "2", "--out", str(out)]) == 2
+    assert "--add and --resample need --fragment" in capsys.readouterr().err

@@ -303,7 +303,8 @@ def cmd_generate_sample(args: argparse.Namespace) -> int:
     from localframe.generate.sample import sample
 
     r = sample(args.model, args.n, args.steps, args.out, seed=args.seed, batch_size=args.batch_size,
-               threads=args.threads, progress=not args.quiet, condition=dict(args.condition) if args.condition else None)
+               threads=args.threads, progress=not args.quiet, condition=dict(args.condition) if args.condition else None,
+               fragment=args.fragment, add=args.add, resample=args.resample, separation=args.separation)
     print(f"wrote {r['n']} molecules to {r['out']} ({r['steps']} steps, {r['molecules_per_second']:.2f} molecules/s)")
     return 0
 
@@ -352,6 +353,12 @@ def _add_generate(sub) -> None:
     q.add_argument("--condition", type=_name_value, action="append", metavar="NAME=VALUE",
                    help="property of a conditioned model, e.g. alpha=70.0 (default: (atom count, property) "
                         "pairs drawn from the training molecules)")
+    q.add_argument("--fragment", metavar="FRAG.sdf|FRAG.xyz",
+                   help="inpainting: complete this molecule, its atoms kept exactly (first in every sample)")
+    q.add_argument("--add", type=int, help="atoms to add to the fragment (default: sizes from the histogram)")
+    q.add_argument("--resample", type=int, default=1, help="RePaint resampling: repeat each step R times (default 1)")
+    q.add_argument("--separation", action="store_true",
+                   help="push apart atoms closer than 0.75 x the sum of their covalent radii after every step")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_generate_sample)
     q = g.add_parser("evaluate", help="stability (EDM and valency tables), validity, connectivity, uniqueness, novelty")
