@@ -101,3 +101,38 @@ def test_penalty_known_values():
     assert penalty(0.5 * x.detach(), z, b, 0.5 * scale).item() == pytest.approx(0.25 * loss.item(), rel=1e-9)
     far = torch.tensor([[0, 0, 0], [3.0, 0, 0], [0, 3.0, 0]], dtype=torch.float64)
     assert penalty(far, z, b, scale).item() == 0.0
+
+
+@pytest.mark.parametrize("name", ["edm", "flow"])
+def test_separation_weight_adds_the_penalty_to_the_loss_and_keeps_it_invariant(name):
+    from localframe.generate import train
+    from localframe.generate.molecule import Molecule
+
+    cfg = train.load_config(None, ["model.hparams={hidden_channels: 8, num_layers: 1}", f"process={name}",
+                                   "train.separation_weight=10.0"])
+    torch.manual_seed(0)
+    proc = train.build(cfg, (1, 6, 7, 8, 9), (-1, 0, 1)).double()
+    assert proc.separation_weight == 10.0
+    rng = np.random.default_rng(0)
+    mols = [Molecule(rng.choice([1, 6, 8], n), rng.normal(scale=0.5, size=(n, 3))) for n in (5, 7)]
+    batch = proc.make_batch(mols, dtype=torch.float64)
+    t = torch.tensor([0.6, 0.9], dtype=torch.float64)
+    n = len(batch.x)
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    x0 = x0 - torch.zeros(2, 3, dtype=torch.float64).index_add(0, batch.batch, x0)[batch.batch] / torch.bincount(batch.batch)[batch.batch, None]
+    if name == "edm":
+        other = torch.randn(n, proc.n_features, generator=gen, dtype=torch.float64)
+        noise = lambda R: (x0 @ R.T, other)  # noqa: E731
+    else:
+        u, rt, rc = torch.rand(n, 2, generator=gen, dtype=torch.float64), torch.randint(5, (n,), generator=gen), torch.randint(3, (n,), generator=gen)
+        noise = lambda R: (x0 @ R.T, u, rt, rc)  # noqa: E731
+    eye = torch.eye(3, dtype=torch.float64)
+    with_penalty = proc.loss(batch, t, noise(eye))
+    proc.separation_weight = 0.0
+    without = proc.loss(batch, t, noise(eye))
+    assert with_penalty.item() > without.item()  # squeezed random molecules violate the minimum
+    proc.separation_weight = 10.0
+    R = rotation(7)
+    moved = proc.make_batch([Molecule(m.numbers, m.positions @ R.numpy().T + 3.0, m.charges) for m in mols], dtype=torch.float64)
+    torch.testing.assert_close(proc.loss(moved, t, noise(R)), with_penalty, rtol=1e-10, atol=1e-12)

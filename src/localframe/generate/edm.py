@@ -47,7 +47,8 @@ class EDM(Process):
         alpha, sigma = alpha_sigma(t)
         a, s = alpha[b].unsqueeze(-1), sigma[b].unsqueeze(-1)
         pred_x, pred_h = self.predict(a * x + s * eps_x, a * h + s * eps_h, t, b, batch.condition)
-        return torch.cat([(pred_x - eps_x).pow(2), (pred_h - eps_h).pow(2)], dim=-1).mean()
+        return (torch.cat([(pred_x - eps_x).pow(2), (pred_h - eps_h).pow(2)], dim=-1).mean()
+                + self.separation_loss(a * x + s * (eps_x - pred_x), batch, alpha))  # α x̂_0 = z_t − σ ε̂
 
     @torch.no_grad()
     def sample(self, sizes, steps: int, generator=None, dtype=torch.float32, trajectory=None, condition=None):

@@ -80,7 +80,7 @@ class FlowMatching(Process):
                 + F.cross_entropy(charge_logits, batch.charges))
         if self.bonds and len(bonds):
             loss = loss + self.bond_weight * F.cross_entropy(bond_logits, batch.bonds)
-        return loss
+        return loss + self.separation_loss(tb.unsqueeze(-1) * x_hat, batch, t)
 
     def _prior_draw(self, n: int, generator) -> torch.Tensor:
         return torch.multinomial(self.bond_prior.float(), n, replacement=True, generator=generator) if n else torch.zeros(0, dtype=torch.long)

@@ -82,6 +82,17 @@ class Process(nn.Module):
         values = torch.as_tensor(np.asarray(values, dtype=np.float64).reshape(-1, len(self.conditions)), dtype=dtype)
         return (values - self.condition_mean.to(dtype)) / self.condition_std.to(dtype)
 
+    separation_weight = 0.0  # w of the separation penalty in the loss (config train.separation_weight)
+
+    def separation_loss(self, x_scaled: torch.Tensor, batch: Batch, scale: torch.Tensor):
+        """w · L_sep (:mod:`localframe.generate.separation`) of the clean estimate scaled by λ_t (B,); 0 when w = 0."""
+        if not self.separation_weight:
+            return 0.0
+        from localframe.generate.separation import penalty
+
+        numbers = torch.as_tensor(self.elements)[batch.types]
+        return self.separation_weight * penalty(x_scaled, numbers, batch.batch, scale)
+
     @property
     def n_features(self) -> int:
         return len(self.elements) + len(self.charges)

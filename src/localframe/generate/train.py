@@ -7,7 +7,8 @@ Config (every key optional except none; unknown keys are an error)::
     condition: null          # a QM9 property (alpha, gap, homo, lumo, mu, Cv, ...) the model is conditioned on
     model: {name: egnn, hparams: {hidden_channels: 64, num_layers: 4}}
     data: {hydrogens: true, n_train: 5000, half: null}   # half: first | second of the training split
-    train: {minutes: 15, max_steps: null, batch_size: 32, lr: 5.0e-4, seed: 0, threads: 1, log_every: 50}
+    train: {minutes: 15, max_steps: null, batch_size: 32, lr: 5.0e-4, seed: 0, threads: 1, log_every: 50,
+            separation_weight: 0.0}   # > 0: add w · L_sep (localframe.generate.separation) to the loss
     run_dir: runs/generate_qm9
 
 The run directory gets ``config.yaml`` (resolved), ``metrics.csv`` (step, seconds, loss) and
@@ -36,7 +37,7 @@ DEFAULTS = {
     "model": {"name": "egnn", "hparams": {"hidden_channels": 64, "num_layers": 4}},
     "data": {"hydrogens": True, "n_train": 5000, "half": None},
     "train": {"minutes": 15.0, "max_steps": None, "batch_size": 32, "lr": 5.0e-4, "seed": 0, "threads": 1,
-              "log_every": 50},
+              "log_every": 50, "separation_weight": 0.0},
     "run_dir": "runs/generate_qm9",
 }
 
@@ -104,8 +105,10 @@ def build(cfg: dict, elements, charges):
     names = conditions(cfg)
     network = Denoiser(n, n, cfg["model"]["name"], cfg["model"].get("hparams") or {},
                        bond_classes=len(BOND_ORDERS) if bonds["enabled"] else 0, conditions=len(names))
-    return _processes()[cfg["process"]](network, elements, charges, bonds=bool(bonds["enabled"]), conditions=names,
-                                        bond_weight=float(bonds["weight"]))
+    process = _processes()[cfg["process"]](network, elements, charges, bonds=bool(bonds["enabled"]), conditions=names,
+                                           bond_weight=float(bonds["weight"]))
+    process.separation_weight = float(cfg["train"].get("separation_weight", 0.0))
+    return process
 
 
 def train(cfg: dict, progress: bool = True) -> dict:
