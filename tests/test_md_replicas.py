@@ -95,3 +95,15 @@ def test_cli_replicas(capsys, tmp_path, lf):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("localframe md: error: replica 1: MD stopped after 0 steps")
     assert len(ase.io.read(tmp_path / "md_r000.extxyz", index=":")) == 3
+
+
+def test_benchmark_replicas_rows(lf):
+    from localframe.bench.md_speed import benchmark_replicas
+
+    rows = benchmark_replicas(tiny_model(), systems={"ethanol": lf.ethanol()}, replicas=(2,), steps=3, repeats=2,
+                              warmup=1, threads=1, progress=False, **GENTLE)
+    assert [(r["system"], r["atoms"], r["replicas"], len(r["runs"])) for r in rows] == [("ethanol", 9, 0, 2),
+                                                                                      ("ethanol", 9, 2, 2)]
+    assert rows[0]["vs_single"] == 1.0 and rows[0]["model_share"] is None
+    assert 0 < rows[1]["model_share"] <= 1
+    assert rows[1]["vs_single"] == pytest.approx(rows[1]["steps_per_second"] / rows[0]["steps_per_second"])

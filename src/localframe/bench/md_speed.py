@@ -1,5 +1,6 @@
 """MD speed: steps per second of :func:`localframe.md.run_md` with the localframe calculator (eager or
-compiled, with or without a Verlet skin) against GFN2-xTB, and the cost of one pair-list call.
+compiled, with or without a Verlet skin) against GFN2-xTB, the aggregate throughput of batched
+replicas (:func:`benchmark_replicas`), and the cost of one pair-list call.
 
     from localframe.bench.md_speed import benchmark, benchmark_table
     print(benchmark_table(benchmark("model.pt", systems=("ethanol", "aspirin"))))
@@ -18,7 +19,8 @@ from ase import Atoms
 from localframe.errors import InputError
 from localframe.md import run_md
 
-__all__ = ["benchmark", "benchmark_neighbor_list", "benchmark_table", "benchmark_systems", "water_box"]
+__all__ = ["benchmark", "benchmark_replicas", "benchmark_neighbor_list", "benchmark_table", "benchmark_systems",
+           "water_box"]
 
 
 def water_box(repeats: int, spacing: float = 3.104) -> Atoms:
@@ -128,6 +130,77 @@ def benchmark(
                 runs = [run_md(calc, atoms, "nve", temperature, timestep, n_xtb, seed=k, **unguarded)["steps_per_second"]
                         for k in range(per(repeats if xtb_repeats is None else xtb_repeats, name, 3))]
             record(name, atoms, "GFN2-xTB", False, 0.0, n_xtb, runs)
+    return rows
+
+
+def benchmark_replicas(
+    models,
+    systems: dict[str, Atoms] | Sequence[str] = ("ethanol", "aspirin"),
+    replicas: Sequence[int] = (8, 64),
+    steps: dict[int, int] | int = 50,
+    repeats: int = 3,
+    warmup: int = 3,
+    dtype: str = "float32",
+    ensemble: str = "nvt",
+    timestep: float = 0.5,
+    temperature: float = 300.0,
+    threads: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Aggregate throughput of :func:`~localframe.md.replicas.run_replicas` (one batched model call
+    per step for R trajectories) against one trajectory of :func:`run_md`, eager, no skin.
+
+    Per system, a single ``run_md`` and ``run_replicas`` with each count in ``replicas`` run in
+    turn, repeat by repeat (single, R1, R2, ..., single, ...), each after its own warm-up run, each
+    timed run from the same structure with seeds ``k``, ``k + 1``, ... ``steps`` may be keyed by
+    the replica count (0: the single run; missing counts get 50). Guards are off, as in
+    :func:`benchmark`. Returns one row per (system, count): ``system``, ``atoms``, ``replicas`` (0
+    for the single ``run_md``), ``steps``, ``steps_per_second`` (replica-steps per second,
+    median), ``runs``, ``model_share`` (median share of the loop in the batched model calls;
+    None for the single run) and ``vs_single`` (median steps/s over that of the single run).
+    """
+    import torch
+
+    from localframe.calculator import Calculator
+    from localframe.md.replicas import run_replicas
+
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    structures = systems if isinstance(systems, dict) else benchmark_systems(systems)
+    torch.set_num_threads(threads)
+    unguarded = {"progress": False, "max_temperature": 1e12, "min_distance": 0, "ensemble": ensemble,
+                 "timestep": timestep, "temperature": temperature}
+    counts = [0, *replicas]
+
+    def per(count: int) -> int:
+        return int(steps.get(count, 50)) if isinstance(steps, dict) else int(steps)
+
+    def once(calc, atoms, count: int, n: int, seed: int) -> tuple[float, float | None]:
+        if count == 0:
+            return run_md(calc, atoms, steps=n, seed=seed, **unguarded)["steps_per_second"], None
+        result = run_replicas(calc, atoms, count, steps=n, seed=seed, **unguarded)
+        return result["steps_per_second"], result["model_seconds"] / result["wall_seconds"]
+
+    rows = []
+    for name, atoms in structures.items():
+        calc = Calculator(models, dtype=dtype)
+        runs: dict[int, list] = {count: [] for count in counts}
+        for count in counts:
+            once(calc, atoms, count, warmup, 0)
+        for k in range(repeats):
+            for count in counts:
+                runs[count].append(once(calc, atoms, count, per(count), k))
+        single = statistics.median(rate for rate, _ in runs[0])
+        for count in counts:
+            rate = statistics.median(r for r, _ in runs[count])
+            share = None if count == 0 else statistics.median(s for _, s in runs[count])
+            row = {"system": name, "atoms": len(atoms), "replicas": count, "steps": per(count),
+                   "steps_per_second": rate, "runs": [r for r, _ in runs[count]], "model_share": share,
+                   "vs_single": rate / single, "threads": torch.get_num_threads()}
+            rows.append(row)
+            if progress:
+                print(f"{name:>10s} {len(atoms):4d} atoms  {'run_md' if count == 0 else f'{count} replicas':>12s}  "
+                      f"{rate:9.4g} replica-steps/s  {row['vs_single']:6.2f}x  "
+                      f"(runs {', '.join(f'{r:.4g}' for r in row['runs'])})", flush=True)
     return rows
 
 

@@ -54,7 +54,8 @@ def run_replicas(calculator, structures: Atoms | Sequence[Atoms], replicas: int,
     replica's ``run_md`` summary with ``replica``, ``seed``, ``traj``, ``log``, and ``stopped``: its
     one-line message or None), ``stopped`` (the messages), ``replica_steps`` (steps of all
     replicas), ``steps_per_second`` (replica-steps per second of the step loop), ``wall_seconds``
-    and ``model_calls`` (the batched calls, the first evaluation included).
+    ``model_calls`` (the batched calls, the first evaluation included) and ``model_seconds`` (the
+    time of those after the first: pair lists, conversion, the model's forward and backward pass).
     """
     if not isinstance(calculator, Calculator):
         raise InputError("replicas need a localframe Calculator (one batched model call for all of them)")
@@ -103,7 +104,7 @@ def run_replicas(calculator, structures: Atoms | Sequence[Atoms], replicas: int,
     wall = max(s["wall_seconds"] for s in summaries)
     return {"replicas": summaries, "stopped": stopped, "replica_steps": total,
             "steps_per_second": total / wall if wall > 0 else None, "wall_seconds": wall,
-            "model_calls": lockstep.calls}
+            "model_calls": lockstep.calls, "model_seconds": lockstep.seconds}
 
 
 class Aborted(Exception):
@@ -122,6 +123,7 @@ class Lockstep:
         self.turns = [_Turn(self, r) for r in range(n)]
         self.running = n
         self.calls = 0
+        self.seconds = 0.0  # in the batched calls after the first (pair lists, conversion, model)
         self._waiting: dict[int, tuple] = {}
         self._answers: dict[int, object] = {}
         self._aborted = False
@@ -164,10 +166,13 @@ class Lockstep:
         order = sorted(self._waiting)
         calls = [self._waiting.pop(r) for r in order]
         stress, dipole = any(c[1] for c in calls), any(c[2] for c in calls)
+        started = time.perf_counter()
         try:
             answers = evaluate_together([self.turns[r] for r in order], [c[0] for c in calls], stress, dipole)
         except Exception as err:  # the model failed (e.g. a non-finite input); each replica words it
             answers = [err] * len(order)
+        if self.calls:  # the step loop's calls: the first evaluation is not timed, as in run_md's wall_seconds
+            self.seconds += time.perf_counter() - started
         self._answers.update(zip(order, answers))
         self.calls += 1
         self._lock.notify_all()
