@@ -69,6 +69,22 @@ def test_inpainting_keeps_the_fragment_exact_in_every_sample(cls, resample, sepa
             assert too_close(m.numbers, m.positions)[0] == 0
 
 
+def test_inpainting_a_bond_and_condition_model_keeps_the_fragment_bonds():
+    torch.manual_seed(0)
+    n_f = len(ELEMENTS) + len(CHARGES)
+    net = Denoiser(n_f, n_f, "egnn", {"hidden_channels": 16, "num_layers": 2}, bond_classes=4, conditions=1)
+    proc = FlowMatching(net, ELEMENTS, CHARGES, bonds=True, conditions=("alpha",))
+    frag = fragment()
+    frag.bonds = np.array([[0, 1, 1], [1, 2, 2]])
+    mols = guided_sample(proc, [6, 8], steps=4, generator=torch.Generator().manual_seed(0), fragment=frag, resample=2,
+                         separation=True, condition=np.array([[70.0], [80.0]]))
+    for m in mols:
+        assert np.abs(m.positions[:3] - frag.positions).max() <= 1e-6
+        among_fixed = sorted((int(i), int(j), int(o)) for i, j, o in m.bonds if i < 3 and j < 3)
+        assert among_fixed == [(0, 1, 1), (1, 2, 2)]
+        assert all(0 <= i < len(m) and 0 <= j < len(m) for i, j, _ in m.bonds)
+
+
 @pytest.mark.parametrize("cls", PROCESSES)
 def test_inpainting_states_stay_in_the_zero_centre_of_mass_subspace(cls, monkeypatch):
     states = []

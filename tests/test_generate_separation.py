@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from localframe.generate.metrics import summarize
-from localframe.generate.separation import bonded_minimum, pairs, penalty, project, too_close
+from localframe.generate.denoiser import pair_index as pairs
+from localframe.generate.separation import bonded_minimum, penalty, project, too_close
 
 
 def rotation(seed=0):

@@ -47,7 +47,8 @@ from localframe.errors import InputError
 from localframe.generate.molecule import Molecule
 from localframe.generate.process import centred_noise, remove_mean, size_batch
 from localframe.generate.schedule import alpha_sigma
-from localframe.generate.separation import bonded_minimum, pairs, project
+from localframe.generate.denoiser import pair_index
+from localframe.generate.separation import bonded_minimum, project
 from localframe.nn.scatter import gather, scatter_mean
 
 
@@ -56,8 +57,8 @@ class EDMSteps:
 
     fresh_noise = True
 
-    def __init__(self, process):
-        self.p = process
+    def __init__(self, process, condition=None):
+        self.p, self.c = process, condition
 
     def grid(self, steps, dtype):
         return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype)
@@ -71,7 +72,7 @@ class EDMSteps:
 
     def step(self, state, t, s, b, n, generator):
         x, h = state["x"], state["h"]
-        eps_x, eps_h = self.p.predict(x, h, t.expand(n), b)
+        eps_x, eps_h = self.p.predict(x, h, t.expand(n), b, condition=self.c)
         (a_t, sig_t), (a_s, sig_s) = alpha_sigma(t), alpha_sigma(s)
         a_ts = a_t / a_s
         var_ts = sig_t**2 - a_ts**2 * sig_s**2
@@ -107,11 +108,11 @@ class EDMSteps:
     def finish(self, state, b, n):
         x, h = state["x"], state["h"]
         a0, s0 = alpha_sigma(torch.zeros((), dtype=x.dtype))
-        eps_x, eps_h = self.p.predict(x, h, torch.zeros(n, dtype=x.dtype), b)
+        eps_x, eps_h = self.p.predict(x, h, torch.zeros(n, dtype=x.dtype), b, condition=self.c)
         x = remove_mean((x - s0 * eps_x) / a0, b, n)
         h = (h - s0 * eps_h) / a0
         k = len(self.p.elements)
-        return x, h[:, :k].argmax(-1), h[:, k:].argmax(-1)
+        return x, h[:, :k].argmax(-1), h[:, k:].argmax(-1), None
 
 
 class FlowSteps:
@@ -119,8 +120,8 @@ class FlowSteps:
 
     fresh_noise = False
 
-    def __init__(self, process):
-        self.p = process
+    def __init__(self, process, condition=None):
+        self.p, self.c = process, condition
 
     def grid(self, steps, dtype):
         return torch.linspace(0.0, 1.0, steps + 1, dtype=dtype)
@@ -129,20 +130,27 @@ class FlowSteps:
         return t
 
     def start(self, b, n, generator, dtype):
-        return {"x": centred_noise((len(b), 3), b, n, generator, dtype),
-                "types": torch.randint(len(self.p.elements), (len(b),), generator=generator),
-                "charges": torch.randint(len(self.p.charges), (len(b),), generator=generator)}
+        state = {"x": centred_noise((len(b), 3), b, n, generator, dtype),
+                 "types": torch.randint(len(self.p.elements), (len(b),), generator=generator),
+                 "charges": torch.randint(len(self.p.charges), (len(b),), generator=generator)}
+        if self.p.bonds:
+            state["bonds"] = self.p._prior_draw(pair_index(b).shape[1], generator)
+        return state
 
     def step(self, state, t, t_next, b, n, generator):
         from localframe.generate.flow import T_MAX
 
         x = state["x"]
-        x_hat, type_logits, charge_logits = self.p.predict(x, state["types"], state["charges"], t.expand(n), b)[:3]
+        x_hat, type_logits, charge_logits, bond_logits = self.p.predict(
+            x, state["types"], state["charges"], t.expand(n), b, state.get("bonds"), self.c)
         dt, last = t_next - t, bool(t_next >= T_MAX)
         x = remove_mean(x_hat if last else x + dt * (x_hat - x) / (1 - t), b, n)
         jump = 1.0 if last else float(min(1.0, dt / (1 - t)))
-        return {"x": x, "types": self.p._jump(state["types"], type_logits, jump, generator),
-                "charges": self.p._jump(state["charges"], charge_logits, jump, generator)}
+        out = {"x": x, "types": self.p._jump(state["types"], type_logits, jump, generator),
+               "charges": self.p._jump(state["charges"], charge_logits, jump, generator)}
+        if self.p.bonds:
+            out["bonds"] = self.p._jump(state["bonds"], bond_logits, jump, generator)
+        return out
 
     def renoise(self, state, t_next, t, b, n, generator):
         keep = t / t_next
@@ -152,25 +160,36 @@ class FlowSteps:
         for key, k in (("types", len(self.p.elements)), ("charges", len(self.p.charges))):
             u = torch.rand(len(b), generator=generator, dtype=x.dtype)
             out[key] = torch.where(u < keep, state[key], torch.randint(k, (len(b),), generator=generator))
+        if self.p.bonds:
+            u = torch.rand(len(state["bonds"]), generator=generator, dtype=x.dtype)
+            out["bonds"] = torch.where(u < keep, state["bonds"], self.p._prior_draw(len(u), generator))
         return out
 
     def path_noise(self, clean, generator):
         m, dtype = len(clean["x"]), clean["x"].dtype
-        return {"x": torch.randn((m, 3), generator=generator, dtype=dtype),
-                "u": torch.rand((m, 2), generator=generator, dtype=dtype),
-                "types": torch.randint(len(self.p.elements), (m,), generator=generator),
-                "charges": torch.randint(len(self.p.charges), (m,), generator=generator)}
+        noise = {"x": torch.randn((m, 3), generator=generator, dtype=dtype),
+                 "u": torch.rand((m, 2), generator=generator, dtype=dtype),
+                 "types": torch.randint(len(self.p.elements), (m,), generator=generator),
+                 "charges": torch.randint(len(self.p.charges), (m,), generator=generator)}
+        if "bonds" in clean:
+            p = len(clean["bonds"])
+            noise["u_bonds"] = torch.rand(p, generator=generator, dtype=dtype)
+            noise["bonds"] = self.p._prior_draw(p, generator)
+        return noise
 
     def known(self, clean, t, noise):
-        return {"x": (1 - t) * noise["x"] + t * clean["x"],
-                "types": torch.where(noise["u"][:, 0] < t, clean["types"], noise["types"]),
-                "charges": torch.where(noise["u"][:, 1] < t, clean["charges"], noise["charges"])}
+        out = {"x": (1 - t) * noise["x"] + t * clean["x"],
+               "types": torch.where(noise["u"][:, 0] < t, clean["types"], noise["types"]),
+               "charges": torch.where(noise["u"][:, 1] < t, clean["charges"], noise["charges"])}
+        if "bonds" in clean:
+            out["bonds"] = torch.where(noise["u_bonds"] < t, clean["bonds"], noise["bonds"])
+        return out
 
     def types(self, state):
         return state["types"]
 
     def finish(self, state, b, n):
-        return state["x"], state["types"], state["charges"]
+        return state["x"], state["types"], state["charges"], state.get("bonds")
 
 
 STEPPERS = {"edm": EDMSteps, "flow": FlowSteps}
@@ -178,12 +197,25 @@ STEPPERS = {"edm": EDMSteps, "flow": FlowSteps}
 
 @dataclass
 class Fragment:
-    """Atoms kept fixed: atomic numbers, positions (Å, any frame), formal charges; ``source`` names the file."""
+    """Atoms kept fixed: atomic numbers, positions (Å, any frame), formal charges, bonds (i, j, order) or
+    None (then, for a model that generates bonds, EDM's distance table); ``source`` names the file."""
 
     numbers: np.ndarray
     positions: np.ndarray
     charges: np.ndarray
     source: str | None = None
+    bonds: np.ndarray | None = None
+
+    def pair_orders(self) -> torch.Tensor:
+        """Bond order of every pair i < j of the fragment, in :func:`pair_index` order (0: none)."""
+        from localframe.generate.tables import distance_bonds
+
+        bonds = self.bonds if self.bonds is not None else distance_bonds(self.numbers, self.positions)
+        table = np.zeros((len(self), len(self)), np.int64)
+        for i, j, order in bonds:
+            table[i, j] = table[j, i] = order
+        i, j = np.triu_indices(len(self), k=1)
+        return torch.as_tensor(table[i, j])
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -202,7 +234,7 @@ def read_fragment(path) -> Fragment:
         if len(molecules) != 1:
             raise InputError(f"a fragment is one molecule, the file has {len(molecules)}", str(path))
         mol = molecules[0]
-        return Fragment(mol.numbers, mol.positions, mol.charges, str(path))
+        return Fragment(mol.numbers, mol.positions, mol.charges, str(path), mol.bonds)
     if suffix == ".xyz":
         import ase.io
 
@@ -260,15 +292,19 @@ def _fixed_mask(b: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def _impose(state: dict, known: dict, fixed: torch.Tensor, b: torch.Tensor, n: int) -> dict:
-    """Fixed atoms ← known state, its positions moved to the mean of the fixed atoms of ``state``."""
+    """Fixed atoms (and bonds between fixed atoms) ← known state, its positions moved to the mean of the
+    fixed atoms of ``state``."""
     out = {key: value.clone() for key, value in state.items()}
+    if "bonds" in known:
+        i, j = pair_index(b)
+        out["bonds"][fixed[i] & fixed[j]] = known["bonds"]
     bf = b[fixed]
     target = scatter_mean(state["x"][fixed], bf, n)
     kx = known["x"] - gather(scatter_mean(known["x"], bf, n) - target, bf)
     out["x"][fixed] = kx
     out["x"] = remove_mean(out["x"], b, n)
     for key, value in known.items():
-        if key != "x":
+        if key not in ("x", "bonds"):
             out[key][fixed] = value
     return out
 
@@ -286,7 +322,7 @@ def _place(x: torch.Tensor, fixed: torch.Tensor, b: torch.Tensor, n: int, fragme
 
 def _separate(process, x, types, b, n, scale, mobile):
     """The state's positions projected to pairs ≥ scale · d_min (types: indices into the elements)."""
-    ij = pairs(b)
+    ij = pair_index(b)
     z = torch.as_tensor(process.elements)[types]
     d_min = scale * bonded_minimum(z[ij[0]], z[ij[1]]).to(x.dtype)
     return project(x, d_min, ij, mobile)
@@ -294,14 +330,14 @@ def _separate(process, x, types, b, n, scale, mobile):
 
 @torch.no_grad()
 def guided_sample(process, sizes, steps: int, generator=None, dtype=torch.float32, fragment: Fragment | None = None,
-                  resample: int = 1, separation: bool = False) -> list[Molecule]:
+                  resample: int = 1, separation: bool = False, condition=None) -> list[Molecule]:
     """Molecules of the given sizes, completing ``fragment`` (its atoms first in every molecule) and/or
-    with the separation constraint; ``resample`` r repeats every step r times (RePaint)."""
+    with the separation constraint; ``resample`` r repeats every step r times (RePaint); ``condition``
+    (B, C) properties for a conditioned model. A model that generates bonds keeps the fragment's bonds."""
     if steps < 1 or resample < 1:
         raise InputError("steps and --resample must be at least 1")
-    if getattr(process, "bonds", False) or getattr(process, "conditions", ()):
-        raise InputError("inpainting and the separation constraint support models without bonds and conditions only")
-    stepper = STEPPERS[process.name](process)
+    c = process.normalise(condition, dtype) if process.conditions else None
+    stepper = STEPPERS[process.name](process, c)
     b, n = size_batch(sizes)
     m = len(fragment) if fragment is not None else 0
     if fragment is not None and int(torch.bincount(b).min()) <= m:
@@ -316,6 +352,8 @@ def guided_sample(process, sizes, steps: int, generator=None, dtype=torch.float3
         clean = {"x": (y - y.mean(0)).to(dtype).repeat(n, 1),
                  "types": torch.tensor([z_index[int(z)] for z in fragment.numbers]).repeat(n),
                  "charges": torch.tensor([q_index[int(q)] for q in fragment.charges]).repeat(n)}
+        if process.bonds:
+            clean["bonds"] = fragment.pair_orders().repeat(n)
         noise = stepper.path_noise(clean, generator)
     state = stepper.start(b, n, generator, dtype)
     grid = stepper.grid(steps, dtype)
@@ -331,14 +369,14 @@ def guided_sample(process, sizes, steps: int, generator=None, dtype=torch.float3
                 state["x"] = remove_mean(x, b, n)
             if r < resample - 1:
                 state = stepper.renoise(state, s, t, b, n, generator)
-    x, types, charges = stepper.finish(state, b, n)
+    x, types, charges, bonds = stepper.finish(state, b, n)
     if fragment is not None:
         x = _place(x, fixed, b, n, fragment)
         types, charges = types.clone(), charges.clone()
         types[fixed], charges[fixed] = clean["types"], clean["charges"]
     if separation:
         x = _separate(process, x, types, b, n, 1.0, mobile)
-    return process.to_molecules(x, types, charges, b)
+    return process.to_molecules(x, types, charges, b, bonds)
 
 
 @dataclass
@@ -354,14 +392,12 @@ class Guide:
 
     def sample(self, sizes, steps: int, generator=None, condition=None) -> list[Molecule]:
         return guided_sample(self.process, sizes, steps, generator, fragment=self.fragment, resample=self.resample,
-                             separation=self.separation)
+                             separation=self.separation, condition=condition)
 
 
 def guide(process, histogram, n: int, rng, fragment: str | None = None, add: int | None = None, resample: int = 1,
           separation: bool = False) -> Guide | None:
     """A :class:`Guide` from the sample options (None when none is given); sizes from the fragment."""
-    if (fragment is not None or separation) and (getattr(process, "bonds", False) or getattr(process, "conditions", ())):
-        raise InputError("--fragment and --separation support models without bonds and conditions only")
     if fragment is None:
         if add is not None or resample != 1:
             raise InputError("--add and --resample need --fragment")

@@ -52,14 +52,6 @@ def bonded_minimum(zi, zj, factor: float = FACTOR):
     return factor * (r[np.asarray(zi)] + r[np.asarray(zj)])
 
 
-def pairs(batch: torch.Tensor) -> torch.Tensor:
-    """Every unordered pair (i, j), i < j, within each molecule: (2, P)."""
-    from localframe.generate.denoiser import full_graph
-
-    edges = full_graph(batch)
-    return edges[:, edges[0] < edges[1]]
-
-
 def too_close(numbers: np.ndarray, positions: np.ndarray, factor: float = FACTOR) -> tuple[int, int]:
     """(violating pairs, pairs) of one molecule: pairs i < j with d_ij < f · (r_i + r_j)."""
     numbers, positions = np.asarray(numbers), np.asarray(positions, dtype=np.float64)
@@ -96,7 +88,9 @@ def project(x: torch.Tensor, d_min: torch.Tensor, pairs: torch.Tensor, mobile: t
 def penalty(x_scaled: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """L_sep of the module docstring: ``x_scaled`` = λ_t x̂ (N, 3), ``numbers`` (N,) atomic numbers,
     ``scale`` (B,) λ_t per molecule."""
-    i, j = pairs(batch)
+    from localframe.generate.denoiser import pair_index
+
+    i, j = pair_index(batch)
     if i.numel() == 0:
         return x_scaled.sum() * 0.0
     d = (x_scaled[j] - x_scaled[i]).norm(dim=-1)
