@@ -130,3 +130,84 @@ def test_config_key_checked_before_any_work():
     with pytest.raises(InputError, match="unknown key 'model.spe.depth'"):
         configuration.validate(raw)
     assert configuration.validate({**raw, "model": {"name": "schnet", "spe": {"eigenpairs": 4}}}).model.spe == {"eigenpairs": 4}
+
+
+def test_bonds_from_the_smiles_where_it_matches_else_covalent_radii():
+    """QM9 molecules: the SMILES graph mapped onto the atoms (RDKit); a SMILES that does not describe the
+    atoms, or none, gives the covalent-radius graph (and is counted)."""
+    from localframe.data import qm9
+    from localframe.data.readers import StructureSet
+    from localframe.generate.data import match_smiles
+    from localframe.train.data import GraphDataset
+
+    every = qm9.load()
+    mols = every.atoms_list([0, 5, 100, 2000])
+    wrong = molecule("H2O")
+    wrong.info["smiles"] = "CC"  # not these atoms
+    data = StructureSet([*mols, wrong, molecule("H2O")], (), {}, "test")
+    graphs = GraphDataset(data, np.arange(6), 4.0, torch.float64, bonds=True)
+    assert graphs.unmatched == 1
+    for k, atoms in enumerate(mols):
+        expected = match_smiles(atoms.info["smiles"], atoms.numbers, atoms.positions)[0][:, :2]
+        assert graphs[k].bonds[0].T.tolist() == expected.tolist()
+    for k in (4, 5):
+        assert np.array_equal(graphs[k].bonds[0], bond_graph(data.atoms[k].numbers, data.atoms[k].positions))
+    collated = AtomsBatch.collate([graphs[0], graphs[4]])
+    assert len(collated.bonds) == 2 and [len(b.bonds[0][0]) for b in collated.split()] == [len(graphs[0].bonds[0][0]), 2]
+
+
+def test_a_model_uses_the_bonds_of_its_batch():
+    """batch.bonds replaces the covalent-radius graph; fix_bond_graph takes precedence over both."""
+    model = _model("schnet")
+    atoms = molecule("CH3CH2OH")
+    own = bond_graph(atoms.numbers, atoms.positions)
+    batch = AtomsBatch.from_atoms(atoms, model.cutoff, dtype=torch.float64)
+    e = float(model(batch)["energy"].detach())
+    batch.bonds = [own]
+    assert float(model(batch)["energy"].detach()) == pytest.approx(e, abs=1e-12)
+    batch.bonds = [own[:, 1:]]  # one bond fewer
+    other = float(model(batch)["energy"].detach())
+    assert other != pytest.approx(e, abs=1e-9)
+    model.fix_bond_graph([own])
+    assert float(model(batch)["energy"].detach()) == pytest.approx(e, abs=1e-12)
+
+
+def _stretched_ethanol(factor):
+    """Ethanol with its O-H distance at ``factor`` × the bond threshold 1.2 (r_O + r_H)."""
+    from ase.data import covalent_radii
+
+    atoms = molecule("CH3CH2OH")
+    o, h = 2, 8
+    bond = atoms.positions[h] - atoms.positions[o]
+    limit = 1.2 * (covalent_radii[8] + covalent_radii[1])
+    atoms.positions[h] = atoms.positions[o] + bond / np.linalg.norm(bond) * factor * limit
+    return atoms
+
+
+def test_md_keeps_the_bond_graph_of_the_first_frame_and_a_smooth_energy():
+    """run_md fixes the SPE graph from the first frame for every step (and lets go afterwards); with it
+    fixed, the energy along an O-H stretch through the bond threshold is smooth, without it it jumps."""
+    from localframe import Calculator
+    from localframe.md import run_md
+
+    calc = Calculator(_model("schnet"), dtype="float64")
+    start = _stretched_ethanol(0.995)
+    first = bond_graph(start.numbers, start.positions)
+    seen = []
+    run_md(calc, start, ensemble="nve", temperature=300.0, timestep=0.5, steps=5, progress=False,
+           on_step=lambda k: seen.append(calc.model.fixed_bonds))
+    assert len(seen) == 5 and all(len(b) == 1 and np.array_equal(b[0], first) for b in seen)
+    assert calc.model.fixed_bonds is None
+
+    def scan():
+        out = []
+        for f in np.linspace(0.98, 1.02, 21):  # the threshold is crossed between 1.0 and 1.002
+            a = _stretched_ethanol(f)
+            a.calc = calc
+            out.append(a.get_potential_energy())
+        return np.abs(np.diff(np.array(out), 2))  # second differences
+
+    free = scan()
+    calc.fix_bond_graph(start)
+    fixed = scan()
+    assert free.max() > 1000 * fixed.max()  # the jump where the bond breaks (measured 3,600×)

@@ -110,6 +110,17 @@ class Calculator(_AseCalculator):
         """The radius (Å) of the pair list: the largest cutoff of the models."""
         return self.evaluator.neighbors.cutoff
 
+    def fix_bond_graph(self, atoms: Atoms | None) -> None:
+        """Models with SPE (:mod:`localframe.nn.spe`) use the covalent-radius bond graph of ``atoms`` in every
+        later call instead of each call's own (MD: the first frame, which :func:`localframe.md.run_md` does),
+        so the energy is smooth where a bond would be made or broken; None: each call's own graph again."""
+        from localframe.nn.spe import bond_graph
+
+        bonds = None if atoms is None else [bond_graph(atoms.numbers, atoms.positions)]
+        for model in self.models:
+            if model.spe is not None:
+                model.fix_bond_graph(bonds)
+
     def check_state(self, atoms, tol=1e-15):
         """ASE's system changes, plus a change of the total charge ``atoms.info["charge"]``."""
         changes = super().check_state(atoms, tol)

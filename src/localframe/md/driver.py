@@ -67,7 +67,10 @@ def run_md(
     ``traj`` (extended XYZ) and ``log`` (CSV) receive a frame / line every ``interval`` steps.
     ``restart=True`` continues from the last frame of ``traj``. A guard raises :class:`MDStopped`
     after flushing what was written (see :mod:`localframe.md`). ``atoms`` is not modified.
-    ``on_step(k)``, when given, is called after step k is done and written.
+    ``on_step(k)``, when given, is called after step k is done and written. A calculator with
+    ``fix_bond_graph`` (:class:`localframe.Calculator`) has its SPE models use the bond graph of the first
+    frame (a restart's: the last frame of ``traj``) in every step, so the energy stays smooth where a bond
+    would be made or broken; the calculator computes its graphs per call again afterwards.
     """
     ensemble = checks.choice("ensemble", ensemble, ENSEMBLES)
     thermostat = checks.choice("thermostat", thermostat, THERMOSTATS)
@@ -116,6 +119,10 @@ def run_md(
         return MDStopped(f"MD stopped after {step} steps ({step * timestep:g} fs): {problem}{where}", summary)
 
     with ExitStack() as stack:
+        fix = getattr(calculator, "fix_bond_graph", None)
+        if fix is not None:  # SPE models: the bond graph of the first frame for the whole run, then as before
+            fix(atoms)
+            stack.callback(fix, None)
         writer = stack.enter_context(Output(traj, log, append=restart, ensemble=ensemble, committee=committee))
         try:
             atoms.get_forces()

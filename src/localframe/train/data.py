@@ -16,17 +16,53 @@ from localframe.nn.elements import N_ELEMENTS
 
 
 class GraphDataset(Dataset):
-    """Structures with their neighbor lists built once; items are single-structure batches."""
+    """Structures with their neighbor lists built once; items are single-structure batches.
 
-    def __init__(self, data: StructureSet, indices, cutoff: float, dtype: torch.dtype = torch.float32):
+    ``bonds=True`` (models with SPE) also fixes each structure's bond graph (``AtomsBatch.bonds``): from its
+    SMILES (``info["smiles"]``, QM9's) through RDKit where it matches the 3D atoms (:func:`smiles_bonds`),
+    else from covalent radii (:func:`localframe.nn.spe.bond_graph`); ``unmatched`` counts the structures
+    with a SMILES that did not match."""
+
+    def __init__(self, data: StructureSet, indices, cutoff: float, dtype: torch.dtype = torch.float32,
+                 bonds: bool = False):
         convert = AtomsConverter(cutoff, dtype)
         self.graphs = [convert(data.atoms[k], data.labels, source=data.source, first_index=int(k)) for k in indices]
+        self.unmatched = 0
+        if bonds:
+            for graph, k in zip(self.graphs, indices):
+                graph.bonds = [self._bonds(data.atoms[k], data.source)]
+
+    def _bonds(self, atoms, source: str) -> np.ndarray:
+        from localframe.nn.spe import bond_graph
+
+        found = smiles_bonds(atoms, source)
+        self.unmatched += found is None and "smiles" in atoms.info
+        return bond_graph(atoms.numbers, atoms.positions) if found is None else found
 
     def __len__(self) -> int:
         return len(self.graphs)
 
     def __getitem__(self, k: int) -> AtomsBatch:
         return self.graphs[k]
+
+
+def smiles_bonds(atoms, source: str | None = None) -> np.ndarray | None:
+    """Bonds (2, B) of a structure from its SMILES (``atoms.info["smiles"]``) through RDKit, matched to
+    its atoms as the generation data does (:func:`localframe.generate.data.match_smiles`); None without a
+    SMILES or when the SMILES graph is not the 3D structure's (another atom or bond count, another graph)."""
+    smiles = atoms.info.get("smiles")
+    if not smiles:
+        return None
+    try:
+        from rdkit import RDLogger
+    except ImportError:
+        raise InputError("the structures have SMILES: SPE takes their bonds through RDKit, which is not installed "
+                         "(pip install 'localframe[chem]')", source) from None
+    from localframe.generate.data import match_smiles
+
+    RDLogger.DisableLog("rdApp.*")
+    found = match_smiles(str(smiles), atoms.numbers, atoms.positions)
+    return None if isinstance(found, str) else np.ascontiguousarray(found[0][:, :2].T)
 
 
 def loader(dataset: GraphDataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

@@ -168,7 +168,9 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         _check_weights(tc.weights, data.labels, targets, data.source)
     splits = make_splits(data, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.split_seed)
     cutoff = cfg.model.cutoff
-    datasets = {name: GraphDataset(data, idx, cutoff, dtype) for name, idx in splits.items() if len(idx)}
+    spe = cfg.model.spe is not None
+    datasets = {name: GraphDataset(data, idx, cutoff, dtype, bonds=spe) for name, idx in splits.items() if len(idx)}
+    _note_unmatched(datasets.values(), data.source)
     norm = Normalization([0.0] * N_ELEMENTS, 1.0, {}) if pretrain else normalization(data, splits["train"], targets)
 
     # model with its normalisation
@@ -245,6 +247,14 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     return {**result, "model_object": final}
 
 
+def _note_unmatched(datasets, source: str) -> None:
+    """One stderr line when SMILES bonds fell back to covalent radii (:class:`GraphDataset`)."""
+    unmatched = sum(d.unmatched for d in datasets)
+    if unmatched:
+        sources._stderr(f"{source}: SPE bonds: {unmatched} structures have a SMILES that does not match their "
+                        "atoms; their bonds come from covalent radii")
+
+
 def _denoise_force_scale(tc: configuration.TrainConfig, data, train: np.ndarray, pretrain: bool) -> float | None:
     """σ_F of force-aware denoising (``train.denoise_forces``; :mod:`localframe.train.denoise`), else None."""
     if not tc.denoise_forces:
@@ -292,7 +302,9 @@ def evaluate(model_path: str | Path, source: str, out: str | Path | None = None,
     known = None if allow_unseen_elements else trained_elements(model)
     for k, atoms in enumerate(data.atoms):
         check_elements(known, atoms.numbers, data.source, k)
-    graphs = GraphDataset(data, np.arange(len(data)), model.cutoff, next(model.parameters()).dtype)
+    graphs = GraphDataset(data, np.arange(len(data)), model.cutoff, next(model.parameters()).dtype,
+                          bonds=model.spe is not None)
+    _note_unmatched([graphs], data.source)
     pairs = predict(model, loader(graphs, batch_size, shuffle=False), data.labels)
     if not pairs:
         raise InputError(f"the data has none of the labels the model predicts (data labels: {list(data.labels)})", source)
