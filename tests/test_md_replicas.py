@@ -107,3 +107,17 @@ def test_benchmark_replicas_rows(lf):
     assert rows[0]["vs_single"] == 1.0 and rows[0]["model_share"] is None
     assert 0 < rows[1]["model_share"] <= 1
     assert rows[1]["vs_single"] == pytest.approx(rows[1]["steps_per_second"] / rows[0]["steps_per_second"])
+
+
+def test_replicas_restart_from_their_own_files(lf, tmp_path):
+    calc, traj = Calculator(tiny_model()), tmp_path / "md.extxyz"
+    run_replicas(calc, lf.ethanol(), 2, steps=4, interval=2, traj=traj, progress=False, **GENTLE)
+    ends = [ase.io.read(replica_path(traj, r, 2), index=-1) for r in range(2)]
+    result = run_replicas(calc, lf.ethanol(), 2, steps=2, interval=2, traj=traj, restart=True, progress=False,
+                          **GENTLE)
+    for r in range(2):
+        frames = ase.io.read(replica_path(traj, r, 2), index=":")
+        assert [f.info["step"] for f in frames] == [0, 2, 4, 6]
+        assert result["replicas"][r]["first_step"] == 4
+        np.testing.assert_allclose(frames[2].positions, ends[r].positions)
+    assert not np.allclose(ends[0].positions, ends[1].positions)
