@@ -63,6 +63,7 @@ def test_projection_leaves_no_pair_below_the_minimum_and_keeps_the_centre_of_mas
     y = project(x, d_min, ij)
     assert ((y[ij[1]] - y[ij[0]]).norm(dim=-1) >= d_min).all()
     torch.testing.assert_close(y.mean(0), x.mean(0), rtol=0, atol=1e-12)
+    assert too_close(z.numpy(), np.round(y.numpy(), 4))[0] == 0  # still apart after an SDF's 4 decimals
 
 
 def test_projection_holds_fixed_atoms_and_separates_coincident_ones():
