@@ -195,9 +195,9 @@ def test_md_keeps_the_bond_graph_of_the_first_frame_and_a_smooth_energy():
     first = bond_graph(start.numbers, start.positions)
     seen = []
     run_md(calc, start, ensemble="nve", temperature=300.0, timestep=0.5, steps=5, progress=False,
-           on_step=lambda k: seen.append(calc.model.fixed_bonds))
-    assert len(seen) == 5 and all(len(b) == 1 and np.array_equal(b[0], first) for b in seen)
-    assert calc.model.fixed_bonds is None
+           on_step=lambda k: seen.append(calc.evaluator.bonds))
+    assert len(seen) == 5 and all(np.array_equal(b, first) for b in seen)
+    assert calc.evaluator.bonds is None
 
     def scan():
         out = []
@@ -211,3 +211,15 @@ def test_md_keeps_the_bond_graph_of_the_first_frame_and_a_smooth_energy():
     calc.fix_bond_graph(start)
     fixed = scan()
     assert free.max() > 1000 * fixed.max()  # the jump where the bond breaks (measured 3,600×)
+
+
+def test_replicas_each_keep_the_bond_graph_of_their_first_frame():
+    """Replicas share the models: each one's graph travels with its own batches (two molecules at once)."""
+    from localframe import Calculator
+    from localframe.md import run_replicas
+
+    calc = Calculator(_model("schnet"), dtype="float64")
+    result = run_replicas(calc, [_stretched_ethanol(0.995), molecule("H2O")], 2, steps=3, ensemble="nve",
+                          temperature=300.0, progress=False)
+    assert result["stopped"] == [] and result["replica_steps"] == 6
+    assert calc.evaluator.bonds is None

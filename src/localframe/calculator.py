@@ -113,13 +113,12 @@ class Calculator(_AseCalculator):
     def fix_bond_graph(self, atoms: Atoms | None) -> None:
         """Models with SPE (:mod:`localframe.nn.spe`) use the covalent-radius bond graph of ``atoms`` in every
         later call instead of each call's own (MD: the first frame, which :func:`localframe.md.run_md` does),
-        so the energy is smooth where a bond would be made or broken; None: each call's own graph again."""
+        so the energy is smooth where a bond would be made or broken; None: each call's own graph again.
+        The graph travels with this calculator's batches (``Evaluator.bonds``), so replicas that share the
+        models (``localframe md --replicas``) each keep their own."""
         from localframe.nn.spe import bond_graph
 
-        bonds = None if atoms is None else [bond_graph(atoms.numbers, atoms.positions)]
-        for model in self.models:
-            if model.spe is not None:
-                model.fix_bond_graph(bonds)
+        self.evaluator.bonds = None if atoms is None else bond_graph(atoms.numbers, atoms.positions)
 
     def check_state(self, atoms, tol=1e-15):
         """ASE's system changes, plus a change of the total charge ``atoms.info["charge"]``."""

@@ -213,13 +213,18 @@ class Evaluator:
         """Raise :class:`InputError` if ``numbers`` hold an element a member was not trained on."""
         check_elements(self.elements, numbers, source, index)
 
+    #: a bond graph (2, B) that every batch carries for SPE models (``Calculator.fix_bond_graph``), or None
+    bonds: np.ndarray | None = None
+
     def batch(self, atoms: Atoms, charge: bool = False) -> tuple[AtomsBatch, torch.Tensor]:
         """The one-structure batch of ``atoms`` with the current pairs, and the pair distances (Å).
 
         Built by the one converter (:class:`localframe.data.convert.AtomsConverter`) with this
         evaluator's Verlet list and the members' training elements; ``charge=True`` carries
-        ``atoms.info["charge"]`` when set (for dipole heads)."""
+        ``atoms.info["charge"]`` when set (for dipole heads); :attr:`bonds`, when set, as ``batch.bonds``."""
         batch = self.converter(atoms, optional=("charge",) if charge else (), first_index=None)
+        if self.bonds is not None:
+            batch.bonds = [self.bonds]
         self.closest = self.converter.closest[0]
         return batch, self.converter.distances
 

@@ -238,5 +238,5 @@ def restrict(batch: AtomsBatch, distances: torch.Tensor, cutoff: float) -> Atoms
     return AtomsBatch(
         numbers=batch.numbers, positions=batch.positions, cell=batch.cell, pbc=batch.pbc, batch=batch.batch,
         n_atoms=batch.n_atoms, edge_index=batch.edge_index[:, keep], cell_shifts=batch.cell_shifts[keep],
-        cutoff=cutoff, labels=batch.labels, atom_labels=batch.atom_labels,
+        cutoff=cutoff, labels=batch.labels, atom_labels=batch.atom_labels, bonds=batch.bonds,
     )
