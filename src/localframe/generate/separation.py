@@ -6,9 +6,9 @@ of one molecule):
     d_min(i, j) = f · (r_i + r_j),   f = 0.75,
 
 r the covalent radii of Cordero et al. 2008 (``ase.data.covalent_radii``: H 0.31, C 0.76, N 0.71,
-O 0.66, F 0.57 Å), so H–H 0.47, C–H 0.80, C–C 1.14, C–O 1.07, N–N 1.07 Å. The shortest bonds of
-QM9 (C–H 1.09, C≡N 1.15, C≡C 1.20 Å) lie well above it. A pair closer than d_min is a
-*separation violation*: two atoms collapsed onto each other.
+O 0.66, F 0.57 Å), so H–H 0.47, C–H 0.80, C–C 1.14, C–N 1.10, C–O 1.07 Å. The closest pair of
+5,000 QM9 training molecules is at 0.784 (r_i + r_j) (a C≡N bond, 1.153 Å): no QM9 molecule
+violates it. A pair closer than d_min is a *separation violation*: two atoms collapsed onto each other.
 
 **Projection** (sampling, :func:`project`): while a pair of ``pairs`` is closer than
 (1 + slack/2) d_min (at most ``iterations`` sweeps), every such pair is moved apart along its axis
