@@ -423,8 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("pretrain", help="coordinate-denoising pretraining from a training config (no labels needed)")
-    p.add_argument("config", nargs="?", help="YAML config (see configs/); train.denoise_sigma sets the noise")
+    p = sub.add_parser("pretrain", help="coordinate-denoising pretraining from a training config (no labels needed; "
+                       "DeNS needs forces)")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); train.denoise_sigma sets the noise, "
+                   "train.denoise_forces=true train.denoise_fraction=0.5 makes it DeNS, data.train_offset (QM9) "
+                   "keeps the fine-tuning molecules out")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. train.max_time=20")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
