@@ -48,13 +48,13 @@ def test_frames_are_rebuilt_from_the_virtual_vectors(model, lf, monkeypatch):
     atoms = lf.ethanol()
     batch = AtomsBatch.from_atoms(atoms, cutoff=model.cutoff, dtype=torch.float64)
     seen = []
-    original = frames.edge_frame
+    original = frames.build_frame  # every edge frame is built by it (at once or per chunk of pairs)
 
     def recording(vectors, *args, **kwargs):
         seen.append(vectors.detach())
         return original(vectors, *args, **kwargs)
 
-    monkeypatch.setattr(frames, "edge_frame", recording)
+    monkeypatch.setattr(frames, "build_frame", recording)
     energy = model(batch, forces=False)["energy"].item()
     real = batch.edge_vectors().detach()
     assert len(seen) == 1 + 3  # the input geometry, then once per layer

@@ -177,7 +177,7 @@ def reference_forward(body, numbers, edge_index, vectors):
     g by :func:`columnwise`, an out-of-place addcmul, the whole LSE in one chunk): the equations of the
     module docstring, step by step."""
     from localframe.nn.mlp import columnwise
-    from localframe.nn.frames import safe_norm, scalarize, tensorize
+    from localframe.nn.frames import edge_frame, safe_norm, scalarize, tensorize
     from localframe.nn.scatter import gather, scatter_sum
 
     i, j = edge_index
@@ -185,7 +185,8 @@ def reference_forward(body, numbers, edge_index, vectors):
     d = torch.linalg.vector_norm(vectors, dim=-1)
     unit = vectors / d.unsqueeze(-1)
     u = body.envelope(d)
-    edge_fr, node_fr = body.frames(vectors, u, edge_index, n)
+    m, node_fr = body.frames(vectors, u, edge_index, n)
+    edge_fr = edge_frame(vectors, m, edge_index)
     phi = body.radial(d)
     hij = u.unsqueeze(-1) * body.radial_mlp(phi)
     s = body.embedding(numbers) + scatter_sum(hij * gather(body.neighbour_embedding(numbers), j), i, n)

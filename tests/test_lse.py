@@ -23,7 +23,7 @@ from localframe.errors import InputError
 from localframe.models.alphanet import AlphaNet
 from localframe.models.leftnet import LEFTNet
 from localframe.nn import lse
-from localframe.nn.frames import build_frame, neighbour_centroid, scalarize
+from localframe.nn.frames import build_frame, edge_frame, neighbour_centroid, scalarize
 from localframe.nn.mlp import columnwise, mlp
 from localframe.nn.scatter import gather, scatter_sum
 
@@ -65,7 +65,8 @@ class EarlierLEFTNet(LEFTNet):
         d = torch.linalg.vector_norm(vectors, dim=-1)
         unit = vectors / d.unsqueeze(-1)
         u = self.envelope(d)
-        edge_fr, node_fr = self.frames(vectors, u, edge_index, n)
+        m, node_fr = self.frames(vectors, u, edge_index, n)
+        edge_fr = edge_frame(vectors, m, edge_index)
         phi = self.radial(d)
         hij = u.unsqueeze(-1) * self.radial_mlp(phi)
         s = self.embedding(numbers) + scatter_sum(hij * gather(self.neighbour_embedding(numbers), j), i, n)

@@ -13,6 +13,12 @@ Part 2, molecules and clusters: ethanol (9 atoms), aspirin (21) and water cluste
 count) on the sizes it can do within its time cap (the next size is skipped when the last one's
 time, scaled as N³, exceeds the cap); speed-ups are xTB time / model time on
 identical structures.
+
+Part 3, one call in a fresh process (``python -m localframe.bench.scaling MODEL ATOMS``, e.g. under
+``/usr/bin/time -v`` for the process's peak resident set): :func:`single` builds one box, times the
+pair list, and measures one model's energy + forces on it as in part 1, with the allocator policy of
+the compute commands (:func:`localframe.allocator.apply_default`) and the model's ``edge_chunk``
+setting (:mod:`localframe.nn.chunking`; default: chunked above one chunk of pairs). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -247,6 +253,29 @@ def _versus_xtb(names, cutoff, torch_dtype, threads, xtb: bool, xtb_cap_s, quick
     return {"xtb": xtb_state, "rows": rows}
 
 
+def single(name: str, atoms: int, threads: int = 1, dtype: str = "float32", cutoff: float = 5.0,
+           edge_chunk: int | None = None, allocator: bool = True) -> dict[str, Any]:
+    """One model, one rattled silicon box of about ``atoms`` atoms: pair-list time, energy + forces
+    (peak added, wall, CPU and system time, as :func:`_measure`) and the process's peak resident set."""
+    import resource
+
+    from localframe import allocator as allocation
+
+    tuned = allocation.apply_default() if allocator else False
+    torch_dtype = dtypes.torch_dtype(dtype)
+    with common.threads(threads):
+        box = workloads.silicon_box(workloads.silicon_repeat_for(atoms), seed=0)
+        with common.clock() as listed:
+            batch = AtomsBatch.from_atoms(box, cutoff, dtype=torch_dtype)
+        model = common.build(name, cutoff=cutoff, dtype=torch_dtype).eval()
+        model.edge_chunk = edge_chunk
+        point = _measure(_call(model, batch))
+    return {"model": name, "atoms": len(box), "pairs": int(batch.edge_index.shape[1]), "threads": threads,
+            "dtype": dtype, "edge_chunk": edge_chunk, "allocator": "tuned" if tuned else "default",
+            "neighbor_list_s": listed["wall"], **point,
+            "process_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
 def run(names: list[str], threads: int = 1, dtype: str = "float32", sizes: tuple[int, ...] | None = None,
         quick: bool = False, cutoff: float = 5.0, time_cap_s: float = 180.0, max_memory_gib: float = 6.0,
         xtb: bool = True, xtb_cap_s: float = 300.0, allocator: str = "default", molecules: bool = True,
@@ -281,3 +310,19 @@ def run(names: list[str], threads: int = 1, dtype: str = "float32", sizes: tuple
             result["molecules"] = _versus_xtb(names, cutoff, torch_dtype, threads, xtb, xtb_cap_s, quick, log)
     result["environment"]["load_average_end"] = common.load_average()
     return result
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="one energy + forces call on a silicon box, in this process")
+    parser.add_argument("model")
+    parser.add_argument("atoms", type=int)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--edge-chunk", type=int, default=None, help="pairs per chunk (0: off; default: automatic)")
+    parser.add_argument("--default-allocator", action="store_true", help="leave glibc's malloc as it is")
+    args = parser.parse_args()
+    print(json.dumps(single(args.model, args.atoms, args.threads, args.dtype, edge_chunk=args.edge_chunk,
+                            allocator=not args.default_allocator)), flush=True)

@@ -82,13 +82,13 @@ from torch import nn
 from localframe.errors import InputError
 from localframe.models import register
 from localframe.models.base import Representation
+from localframe.nn.chunking import Pairs, given, pairs_of
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.elements import N_ELEMENTS
 from localframe.nn.frames import build_frame, check_symmetry, neighbour_centroid, normalize, safe_norm
 from localframe.nn.lse import LocalSubstructure
 from localframe.nn.mlp import mlp
 from localframe.nn.radial import BesselBasis
-from localframe.nn.scatter import gather, scatter_sum
 
 #: ``readout`` values: the released linear readout with the complex term and a per-element affine, or the shared MLP head.
 READOUTS = ("published", "mlp")
@@ -160,21 +160,32 @@ class AlphaLayer(nn.Module):
                 if linear.bias is not None:
                     nn.init.zeros_(linear.bias)
 
-    def forward(self, s, v, q, rho, A, phi, unit, u, edge_index):
-        i, j = edge_index
-        n, h = s.shape
+    def message(self, features, centre, neighbour):
+        """(ψ_ij, x_ij, ê_ij ⊗ γ_ij [+ v_j ⊙ β_ij / √3]) for the pairs of ``features`` = (ê, u, φ, A) (steps b–d)."""
+        unit, u, phi, A = features
         ue = u.unsqueeze(-1)
-        s_in = s if rho is None else rotate(s, rho)  # a. rotates the message input only
         filt = ue * self.filter(phi) * self.lse(A)  # b.
-        x, beta, gamma = (gather(self.node(self.norm_in(s_in)), j) * filt).split(h, dim=-1)
+        x, beta, gamma = (neighbour[0] * filt).split(self.hidden, dim=-1)
         psi = ue.unsqueeze(-1) * unit_complex(self.kernel(x, filt))  # c.
-        agg = self.norm_out(torch.cat([scatter_sum(psi.flatten(1), i, n), scatter_sum(x, i, n)], dim=-1))  # d.
+        dv = unit.unsqueeze(-1) * gamma.unsqueeze(1)
+        if len(neighbour) > 1:  # v = 0 before the first layer: v_j ⊙ β vanishes
+            dv = dv + neighbour[1] * (beta / math.sqrt(3.0)).unsqueeze(1)
+        return psi.flatten(1), x, dv
+
+    def forward(self, s, v, q, rho, A, phi, unit, u, edge_index):
+        """The layer with the pair features given for all pairs."""
+        return self.step(s, v, q, rho, Pairs(edge_index, s.shape[0]).features(given, edges=(unit, u, phi, A)))
+
+    def step(self, s, v, q, rho, pairs: Pairs):
+        """The layer on ``pairs`` whose features are (ê, u, φ, A)."""
+        n, h = s.shape
+        s_in = s if rho is None else rotate(s, rho)  # a. rotates the message input only
+        x_j = self.node(self.norm_in(s_in))
+        psi, x, dv = pairs.sum(self.message, neighbour=(x_j,) if v is None else (x_j, v))
+        agg = self.norm_out(torch.cat([psi, x], dim=-1))  # d.
         Phi, ds = agg.split([2 * self.chi1, h], dim=-1)
         s = s + ds
-        dv = unit.unsqueeze(-1) * gamma.unsqueeze(1)
-        if v is not None:  # v = 0 before the first layer: v_j ⊙ β vanishes
-            dv = dv + gather(v, j) * (beta / math.sqrt(3.0)).unsqueeze(1)
-        dv = scatter_sum(dv, i, n) / math.sqrt(h)
+        dv = dv / math.sqrt(h)
         v = dv if v is None else v + dv
         if self.theta is not None:  # e.
             theta = self.theta(Phi)
@@ -249,27 +260,39 @@ class AlphaNet(Representation):
         )
         self.state_out = nn.Linear(2 * self.chi1, h, bias=False) if readout == "mlp" else None  # W_q
 
-    def forward(self, numbers, edge_index, vectors, batch, n_structures):
-        i, j = edge_index
-        n = numbers.shape[0]
+    def radial_features(self, previous, edges, centre, neighbour):
+        """(ê_ij, u_ij, φ_ij, h_ij) from the pair vectors and envelopes (step 2)."""
+        vectors, u = edges
         d = torch.linalg.vector_norm(vectors, dim=-1)
-        unit = vectors / d.unsqueeze(-1)
-        u = self.envelope(d)
-        ue = u.unsqueeze(-1)
-        # 1. edge frames from the image-corrected neighbour mean
-        frame = build_frame(vectors, gather(neighbour_centroid(vectors, u, i, n), i))
-        # 2. embedding, LSE, complex state
         phi = self.radial(d)
-        hij = ue * self.radial_mlp(phi)
+        return vectors / d.unsqueeze(-1), u, phi, u.unsqueeze(-1) * self.radial_mlp(phi)
+
+    def substructure_features(self, previous, edges, centre, neighbour):
+        """(ê, u, φ, A_ij) with the edge frame (step 1) and the LSE (step 2); m_i, S_i and S_j read at the pair."""
+        unit, u, phi, hij = previous
+        (m_i, S_i), (S_j,) = centre, neighbour
+        frame = build_frame(edges[0], m_i)
+        return unit, u, phi, torch.cat([self.lse.read(lambda rows: (S_i[rows], S_j[rows]), frame, u), hij, phi], dim=-1)
+
+    def forward(self, numbers, edge_index, vectors, batch, n_structures):
+        i = edge_index[0]
+        n = numbers.shape[0]
+        u = self.envelope(torch.linalg.vector_norm(vectors, dim=-1))
+        m = neighbour_centroid(vectors, u, i, n)  # 1. frames from the image-corrected neighbour mean
+        pairs = pairs_of(self, edge_index, n).features(self.radial_features, edges=(vectors, u))
+        # 2. embedding, LSE, complex state
         z = self.embed_norm(self.embedding(numbers))
-        s = z + scatter_sum(hij * gather(self.embed_norm(self.neighbour_embedding(numbers)), j), i, n)
-        A = torch.cat([self.lse(s, hij, unit, frame, edge_index, u), hij, phi], dim=-1)
+        (e,) = pairs.sum(lambda f, c, nb: (f[3] * nb[0],), neighbour=(self.embed_norm(self.neighbour_embedding(numbers)),))
+        s = z + e
+        (S,) = pairs.sum(lambda f, c, nb: (self.lse.summand(f[3], f[0], nb[0]),), neighbour=(self.lse.neighbour_input(s),))
+        pairs = pairs.features(self.substructure_features, edges=(vectors,), centre=(m, S), neighbour=(S,))
         q = (z @ self.state_embedding).unflatten(-1, (2, self.chi1)).transpose(1, 2)  # (N, χ₁, 2)
         v, rho = None, None
         # 3. layers
         for layer in self.layers:
-            s, v, q, rho = layer(s, v, q, rho, A, phi, unit, u, edge_index)
+            s, v, q, rho = layer.step(s, v, q, rho, pairs)
         # 4. readout features
         q = q.transpose(1, 2).flatten(1) / self.chi1  # [Re q | Im q] / χ₁
         out = torch.cat([s, q], dim=-1) if self.state_out is None else s + self.state_out(q)
         return out, (v if v is not None else s.new_zeros(n, 3, self.hidden_channels))
+

@@ -71,6 +71,20 @@ class AtomisticModel(nn.Module):
         return float(self.representation.cutoff)
 
     @property
+    def edge_chunk(self) -> int | None:
+        """Pairs per chunk of the memory-lean evaluation (:mod:`localframe.nn.chunking`): None (default)
+        chunks calls with more pairs than 2²⁰ / hidden_channels in eval mode, a positive number sets the
+        chunk, 0 turns it off. Same results; training mode never chunks."""
+        return self.representation.edge_chunk
+
+    @edge_chunk.setter
+    def edge_chunk(self, value: int | None) -> None:
+        from localframe.nn.chunking import chunk_size
+
+        chunk_size(value, 0, 1, False)  # checks the value
+        self.representation.edge_chunk = value
+
+    @property
     def symmetry(self) -> str:
         return self.representation.symmetry
 

@@ -48,6 +48,10 @@ class Representation(nn.Module):
     #: ``{"lse_in.": "lse.input."}`` loads a state_dict saved with ``lse_in.weight`` into ``lse.input.weight``.
     legacy_keys: ClassVar[dict[str, str]] = {}
 
+    #: Pairs per chunk of the memory-lean evaluation (:mod:`localframe.nn.chunking`, set through
+    #: ``AtomisticModel.edge_chunk``): None chooses 2²⁰ / hidden_channels, 0 turns chunking off.
+    edge_chunk: int | None = None
+
     hidden_channels: int
     cutoff: float
 

@@ -51,12 +51,15 @@ the sign: chirality-aware. The representation returns (h^L, Δx̃ ⊗ h^L): v_i 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from localframe.models import register
 from localframe.models.base import Representation
 from localframe.nn import frames
+from localframe.nn.chunking import Pairs, given, pairs_of
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.elements import N_ELEMENTS
 from localframe.nn.init import unit_variance_init
@@ -72,11 +75,16 @@ def scalarized_geometry(m: torch.Tensor, frame: torch.Tensor, edge_index: torch.
                         extra: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
     """g_ij (E, 8 + 6·len(extra)): pseudo-angle of m_i, m_j and the frame coefficients of m and ``extra``."""
     i, j = edge_index
-    a, b = frames.normalize(gather(m, i), frames.FRAME_EPS), frames.normalize(gather(m, j), frames.FRAME_EPS)
+    return pair_geometry([(gather(w, i), gather(w, j)) for w in (m, *extra)], frame, chiral)
+
+
+def pair_geometry(ends: list[tuple[torch.Tensor, torch.Tensor]], frame: torch.Tensor, chiral: bool) -> torch.Tensor:
+    """g_ij from the per-atom vectors read at both ends, ``[(m_i, m_j), (extra_i, extra_j), ...]``."""
+    a, b = (frames.normalize(w, frames.FRAME_EPS) for w in ends[0])
     angle = [torch.linalg.cross(a, b).pow(2).sum(-1, keepdim=True), (a * b).sum(-1, keepdim=True)]
-    coeffs = [frames.scalarize(gather(w, k).unsqueeze(-1), frame, chiral).squeeze(-1)
-              for w in (m, *extra) for k in (i, j)]
+    coeffs = [frames.scalarize(w.unsqueeze(-1), frame, chiral).squeeze(-1) for pair in ends for w in pair]
     return torch.cat(angle + coeffs, dim=-1)
+
 
 
 class ClofLayer(nn.Module):
@@ -99,25 +107,38 @@ class ClofLayer(nn.Module):
         #: False: Δx̃ is left unchanged (ablation: frames and distances then stay those of the input).
         self.update_coordinates = True
 
-    def forward(self, h, dx, r, u, edge_attr, edge_index, length_scale: float = 1.0, velocity=None):
-        i, j = edge_index
-        n = h.shape[0]
-        rt = r + gather(dx, j) - gather(dx, i)  # virtual relative vectors r̃_ij
-        frame = frames.edge_frame(rt, frames.neighbour_centroid(rt, u, i, n), edge_index)
+    def message(self, features, centre, neighbour, length_scale: float = 1.0):
+        """(Σ_k α_ij,k e_k,ij, u_ij μ_ij) (or only the latter without coordinate updates) for the pairs of
+        ``features`` = (r_ij, u_ij, e_ij), with (h, Δx̃, m̃) read at both ends."""
+        r, u, edge_attr = features
+        (h_i, dx_i, mt_i), (h_j, dx_j, mt_j) = centre, neighbour
+        rt = r + dx_j - dx_i  # virtual relative vectors r̃_ij
+        frame = frames.build_frame(rt, mt_i + mt_j)
         d2 = rt.pow(2).sum(-1, keepdim=True) / length_scale**2
-        inputs = [gather(h, i), gather(h, j), d2, edge_attr]
+        inputs = [h_i, h_j, d2, edge_attr]
         if self.displacement:  # frame coefficients of Δx̃_i, Δx̃_j (the N-body model has velocities instead)
-            inputs += [frames.scalarize(gather(dx, k).unsqueeze(-1) / DISPLACEMENT_SCALE, frame, self.chiral)
-                       .squeeze(-1) for k in (i, j)]  # dimensionless before the even map
+            inputs += [frames.scalarize(w.unsqueeze(-1) / DISPLACEMENT_SCALE, frame, self.chiral).squeeze(-1)
+                       for w in (dx_i, dx_j)]  # dimensionless before the even map
         msg = self.edge_mlp(torch.cat(inputs, dim=-1))
+        weighted = u.unsqueeze(-1) * msg
+        if not self.update_coordinates:
+            return (weighted,)
+        alpha = u.unsqueeze(-1) * self.coord_mlp(msg)  # (E, 3) frame coefficients
+        return frames.tensorize(alpha.unsqueeze(-1), frame, self.chiral).squeeze(-1), weighted
+
+    def forward(self, h, dx, r, u, pairs: Pairs, mass, length_scale: float = 1.0, velocity=None):
+        """One layer; ``r`` (E, 3) and ``u`` (E,) the pair vectors and envelopes of ``pairs`` (whose features are
+        (r, u, e_ij)), ``mass`` = 1 + Σ_j u_ij (N,)."""
+        i, j = pairs.edge_index
+        rt = r + gather(dx, j) - gather(dx, i)  # r̃_ij, for the centroids (3 numbers per pair)
+        mt = frames.neighbour_centroid(rt, u, i, h.shape[0])
+        sums = pairs.sum(functools.partial(self.message, length_scale=length_scale),
+                         centre=(h, dx, mt), neighbour=(h, dx, mt))
         if self.update_coordinates:
-            alpha = u.unsqueeze(-1) * self.coord_mlp(msg)  # (E, 3) frame coefficients
-            shift = frames.tensorize(alpha.unsqueeze(-1), frame, self.chiral).squeeze(-1)
-            dx = dx + scatter_sum(shift, i, n) / (1.0 + scatter_sum(u, i, n)).unsqueeze(-1)
+            dx = dx + sums[0] / mass.unsqueeze(-1)
             if self.velocity_mlp is not None:
                 dx = dx + self.velocity_mlp(h) * velocity
-        agg = scatter_sum(u.unsqueeze(-1) * msg, i, n)
-        h = self.norm(h + self.node_mlp(torch.cat([h, agg], dim=-1)))
+        h = self.norm(h + self.node_mlp(torch.cat([h, sums[-1]], dim=-1)))
         return h, dx
 
 
@@ -152,18 +173,27 @@ class ClofNet(Representation):
         for layer in self.layers:
             nn.init.xavier_uniform_(layer.coord_mlp[-1].weight, gain=coord_gain)
 
+    def geometry(self, previous, edges, centre, neighbour):
+        """(r_ij, u_ij, e_ij): the pair vectors, envelopes and edge features (step 2), with m read at both ends."""
+        vectors, u = edges
+        m_i, m_j = centre[0], neighbour[0]
+        frame = frames.build_frame(vectors, m_i + m_j)
+        geometry = pair_geometry([(m_i, m_j)], frame, self.chiral)
+        d = torch.linalg.vector_norm(vectors, dim=-1)
+        return vectors, u, self.edge_embedding(torch.cat([self.radial(d), geometry], dim=-1))
+
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         i = edge_index[0]
         n = numbers.shape[0]
         d = torch.linalg.vector_norm(vectors, dim=-1)
         u = self.envelope(d)
         m = frames.neighbour_centroid(vectors, u, i, n)
-        geometry = scalarized_geometry(m, frames.edge_frame(vectors, m, edge_index), edge_index, self.chiral)
-        edge_attr = self.edge_embedding(torch.cat([self.radial(d), geometry], dim=-1))
+        mass = 1.0 + scatter_sum(u, i, n)
+        pairs = pairs_of(self, edge_index, n).features(self.geometry, edges=(vectors, u), centre=(m,), neighbour=(m,))
         h = self.embedding(numbers)
         dx = vectors.new_zeros(n, 3)
         for layer in self.layers:
-            h, dx = layer(h, dx, vectors, u, edge_attr, edge_index, self.cutoff)
+            h, dx = layer(h, dx, vectors, u, pairs, mass, self.cutoff)
         return h, dx.unsqueeze(-1) * h.unsqueeze(-2)
 
 
@@ -198,9 +228,11 @@ class ClofNetDynamics(nn.Module):
         qq = (gather(charges, i) * gather(charges, j)).unsqueeze(-1)
         edge_attr = self.edge_embedding(torch.cat([qq, r.pow(2).sum(-1, keepdim=True), geometry], dim=-1))
         h = self.embedding(torch.linalg.vector_norm(velocities, dim=-1, keepdim=True))
+        pairs = Pairs(edge_index, n).features(given, edges=(r, u, edge_attr))
+        mass = 1.0 + scatter_sum(u, i, n)
         dx = torch.zeros_like(positions)
         for layer in self.layers:
-            h, dx = layer(h, dx, r, u, edge_attr, edge_index, velocity=velocities)
+            h, dx = layer(h, dx, r, u, pairs, mass, velocity=velocities)
         return positions + dx
 
 

@@ -23,9 +23,9 @@ from torch import nn
 
 from localframe.models import register
 from localframe.models.base import Representation
+from localframe.nn.chunking import Pairs, pairs_of
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.elements import N_ELEMENTS
-from localframe.nn.scatter import gather, scatter_sum
 
 
 
@@ -37,10 +37,14 @@ class EGNNLayer(nn.Module):
         )
         self.node_net = nn.Sequential(nn.Linear(2 * channels, channels), nn.SiLU(), nn.Linear(channels, channels))
 
-    def forward(self, h: torch.Tensor, dist2: torch.Tensor, envelope: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        i, j = edge_index
-        m = self.edge_net(torch.cat([gather(h, i), gather(h, j), dist2.unsqueeze(-1)], dim=-1)) * envelope.unsqueeze(-1)
-        return h + self.node_net(torch.cat([h, scatter_sum(m, i, h.shape[0])], dim=-1))
+    def message(self, features, centre, neighbour):
+        """u(d_ij) · φ_e(h_i, h_j, d_ij² / r_c²) for the pairs of ``features`` = (d²/r_c², u)."""
+        scaled, envelope = features
+        return (self.edge_net(torch.cat([centre[0], neighbour[0], scaled.unsqueeze(-1)], dim=-1)) * envelope.unsqueeze(-1),)
+
+    def forward(self, h: torch.Tensor, pairs: Pairs) -> torch.Tensor:
+        (m,) = pairs.sum(self.message, centre=(h,), neighbour=(h,))
+        return h + self.node_net(torch.cat([h, m], dim=-1))
 
 
 @register("egnn")
@@ -57,11 +61,14 @@ class EGNN(Representation):
         self.envelope = PolynomialCutoff(self.cutoff)
         self.layers = nn.ModuleList([EGNNLayer(self.hidden_channels) for _ in range(num_layers)])
 
+    def geometry(self, previous, edges, centre, neighbour):
+        """(d_ij² / r_c², u(d_ij)) from the pair vectors."""
+        dist2 = edges[0].pow(2).sum(dim=-1)  # smooth everywhere, no square root needed
+        return dist2 / self.cutoff**2, self.envelope(dist2.sqrt())
+
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
-        dist2 = vectors.pow(2).sum(dim=-1)  # smooth everywhere, no square root needed
-        envelope = self.envelope(dist2.sqrt())
-        scaled = dist2 / self.cutoff**2
+        pairs = pairs_of(self, edge_index, numbers.shape[0]).features(self.geometry, edges=(vectors,))
         h = self.embedding(numbers)
         for layer in self.layers:
-            h = layer(h, scaled, envelope, edge_index)
+            h = layer(h, pairs)
         return h, None

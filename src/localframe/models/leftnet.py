@@ -73,14 +73,14 @@ from localframe.nn.elements import N_ELEMENTS
 from localframe.nn.mlp import columnwise, mlp
 from localframe.models import register
 from localframe.models.base import Representation
+from localframe.nn.chunking import Pairs, given, pairs_of
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.frames import (
-    check_symmetry, edge_frame, local_centroids, node_frame, safe_norm, scalarize, tensorize,
+    build_frame, check_symmetry, local_centroids, node_frame, safe_norm, scalarize, tensorize,
 )
 from localframe.nn.init import unit_variance_init
 from localframe.nn.lse import LocalSubstructure
 from localframe.nn.radial import ExpNormalBasis, flush_subnormal
-from localframe.nn.scatter import gather, scatter_sum
 
 FTE_MODES = ("frame", "readout", "coefficients", "none")
 
@@ -123,16 +123,33 @@ class LEFTLayer(nn.Module):
         weight = torch.cat([self.filter.weight, self.filter.bias.unsqueeze(-1)], dim=1)  # [W_φ, b]
         return (flush_subnormal(torch.cat([ue * phi, ue], dim=-1)) @ weight.t()) * self.mlp_a(A)
 
+    def filter_features(self, previous, edges, centre, neighbour):
+        """(ê_ij, this layer's filter) from the pair features (ê, u, φ, A, shared u MLP_A(A))."""
+        unit, u, phi, A, shared = previous
+        return unit, self.edge_filter(A, phi, u, shared)
+
+    def message(self, features, centre, neighbour):
+        """(α_ij, (v_j ⊙ β_ij / √3 + ê_ij ⊗ γ_ij) / √H) for the pairs of ``features`` = (ê, filter)."""
+        unit, filt = features
+        h = self.hidden
+        alpha, beta, gamma = (neighbour[0] * filt).split(h, dim=-1)
+        dv = (unit * self.vscale[1]).unsqueeze(-1) * gamma.unsqueeze(1)
+        if len(neighbour) > 1:  # first layer: v = 0, so v_j ⊙ β_ij vanishes; in place: no second (E, 3, H) tensor
+            dv = dv.addcmul_(neighbour[1], beta.unsqueeze(1))
+        return alpha, dv
+
     def forward(self, s, v, filt, unit, node_fr, edge_index):
-        i, j = edge_index
+        """The layer with the filters of all pairs given, (E, 3H)."""
+        return self.step(s, v, Pairs(edge_index, s.shape[0]).features(given, edges=(unit, filt)), node_fr)
+
+    def step(self, s, v, pairs: Pairs, node_fr):
+        """The layer on ``pairs`` whose features are (ê, filter) (:meth:`filter_features`)."""
         n, h = s.shape
         # 4. message passing
-        alpha, beta, gamma = (gather(self.node(s), j) * filt).split(h, dim=-1)
-        s = s + scatter_sum(alpha, i, n)
-        dv = (unit * self.vscale[1]).unsqueeze(-1) * gamma.unsqueeze(1)
-        if v is not None:  # first layer: v = 0, so v_j ⊙ β_ij vanishes; in place: no second (E, 3, H) tensor
-            dv = dv.addcmul_(gather(v * self.vscale[0], j), beta.unsqueeze(1))
-        v = scatter_sum(dv, i, n) if v is None else v + scatter_sum(dv, i, n)
+        neighbour = (self.node(s),) if v is None else (self.node(s), v * self.vscale[0])
+        ds, dv = pairs.sum(self.message, neighbour=neighbour)
+        s = s + ds
+        v = dv if v is None else v + dv
         # 5. frame transition encoding
         U, V = self.uv(v).split(h, dim=-1)
         norm = safe_norm(U, dim=1)
@@ -218,26 +235,41 @@ class LEFTNet(Representation):
         unit_variance_init(self)
 
     def frames(self, vectors, u, edge_index, n):
-        """Edge frames F_ij (E, 3, 3) and node frames F_i (N, 3, 3) (step 1)."""
+        """The centroids m_i (N, 3), from which the edge frames F_ij are built pair by pair, and the node
+        frames F_i (N, 3, 3) (step 1)."""
         m, p = local_centroids(vectors, u, edge_index, n)
-        return edge_frame(vectors, m, edge_index), node_frame(m, p)
+        return m, node_frame(m, p)
+
+    def radial_features(self, previous, edges, centre, neighbour):
+        """(ê_ij, u_ij, φ_ij, h_ij) from the pair vectors and envelopes (step 2)."""
+        vectors, u = edges
+        d = torch.linalg.vector_norm(vectors, dim=-1)
+        phi = self.radial(d)  # subnormals flushed by the basis
+        return vectors / d.unsqueeze(-1), u, phi, u.unsqueeze(-1) * self.radial_mlp(phi)
+
+    def substructure_features(self, previous, edges, centre, neighbour):
+        """(ê, u, φ, A_ij, u MLP_A(A) when shared) with the edge frame and the LSE (steps 1, 3); m and S read at both ends."""
+        unit, u, phi, hij = previous
+        (m_i, S_i), (m_j, S_j) = centre, neighbour
+        frame = build_frame(edges[0], m_i + m_j)  # F_ij = edge_frame(r_ij, m)
+        A = torch.cat([self.lse.read(lambda rows: (S_i[rows], S_j[rows]), frame, u), hij, phi], dim=-1)
+        shared = u.unsqueeze(-1) * self.shared_mlp_a(A) if self.shared_mlp_a is not None else None
+        return unit, u, phi, A, shared
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
-        i, j = edge_index
         n = numbers.shape[0]
-        d = torch.linalg.vector_norm(vectors, dim=-1)
-        unit = vectors / d.unsqueeze(-1)
-        u = self.envelope(d)
-        edge_fr, node_fr = self.frames(vectors, u, edge_index, n)
-        # 2. radial filter and embedding
-        phi = self.radial(d)  # subnormals flushed by the basis
-        hij = u.unsqueeze(-1) * self.radial_mlp(phi)
-        s = self.embedding(numbers) + scatter_sum(hij * gather(self.neighbour_embedding(numbers), j), i, n)
+        u = self.envelope(torch.linalg.vector_norm(vectors, dim=-1))
+        m, node_fr = self.frames(vectors, u, edge_index, n)
+        pairs = pairs_of(self, edge_index, n).features(self.radial_features, edges=(vectors, u))
+        # 2. embedding: s_i = E(z_i) + Σ_j h_ij ⊙ E′(z_j)
+        (e,) = pairs.sum(lambda f, c, nb: (f[3] * nb[0],), neighbour=(self.neighbour_embedding(numbers),))
+        s = self.embedding(numbers) + e
         # 3. local substructure encoding
-        A = torch.cat([self.lse(s, hij, unit, edge_fr, edge_index, u), hij, phi], dim=-1)
+        (S,) = pairs.sum(lambda f, c, nb: (self.lse.summand(f[3], f[0], nb[0]),), neighbour=(self.lse.neighbour_input(s),))
+        pairs = pairs.features(self.substructure_features, edges=(vectors,), centre=(m, S), neighbour=(m, S))
         # 4–5. layers
-        shared = u.unsqueeze(-1) * self.shared_mlp_a(A) if self.shared_mlp_a is not None else None
         v = None  # v = 0 before the first layer
         for layer in self.layers:
-            s, v = layer(s, v, layer.edge_filter(A, phi, u, shared), unit, node_fr, edge_index)
+            s, v = layer.step(s, v, pairs.features(layer.filter_features), node_fr)
         return s, (v if v is not None else s.new_zeros(n, 3, self.hidden_channels))
+

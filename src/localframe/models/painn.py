@@ -35,11 +35,11 @@ from torch import nn
 
 from localframe.models import register
 from localframe.models.base import Representation
+from localframe.nn.chunking import Pairs, pairs_of
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.elements import N_ELEMENTS
 from localframe.nn.frames import safe_norm
 from localframe.nn.radial import BesselBasis
-from localframe.nn.scatter import gather, scatter_sum
 
 class Message(nn.Module):
     def __init__(self, channels: int, num_radial: int):
@@ -48,12 +48,16 @@ class Message(nn.Module):
         self.scalar_net = nn.Sequential(nn.Linear(channels, channels), nn.SiLU(), nn.Linear(channels, 3 * channels))
         self.filter = nn.Linear(num_radial, 3 * channels)
 
-    def forward(self, s, v, rbf, envelope, unit, edge_index):
-        i, j = edge_index
-        x = gather(self.scalar_net(s), j) * self.filter(rbf) * envelope.unsqueeze(-1)
-        a, b, c = torch.split(x, self.channels, dim=-1)
-        dv = b.unsqueeze(1) * gather(v, j) + c.unsqueeze(1) * unit.unsqueeze(-1)
-        return s + scatter_sum(a, i, s.shape[0]), v + scatter_sum(dv, i, s.shape[0])
+    def message(self, features, centre, neighbour):
+        """(a_ij, b_ij ∘ v_j + c_ij ∘ r̂_ij) for the pairs of ``features`` = (φ, u, r̂)."""
+        rbf, envelope, unit = features
+        x_j, v_j = neighbour
+        a, b, c = torch.split(x_j * self.filter(rbf) * envelope.unsqueeze(-1), self.channels, dim=-1)
+        return a, b.unsqueeze(1) * v_j + c.unsqueeze(1) * unit.unsqueeze(-1)
+
+    def forward(self, s, v, pairs: Pairs):
+        ds, dv = pairs.sum(self.message, neighbour=(self.scalar_net(s), v))
+        return s + ds, v + dv
 
 
 class Update(nn.Module):
@@ -88,13 +92,16 @@ class PaiNN(Representation):
         self.messages = nn.ModuleList([Message(self.hidden_channels, num_radial) for _ in range(num_layers)])
         self.updates = nn.ModuleList([Update(self.hidden_channels) for _ in range(num_layers)])
 
+    def geometry(self, previous, edges, centre, neighbour):
+        """(φ(d_ij), u(d_ij), r̂_ij) from the pair vectors."""
+        d = edges[0].norm(dim=-1)  # pairs are never closer than 0.1 Å, so d > 0
+        return self.rbf(d), self.envelope(d), edges[0] / d.unsqueeze(-1)
+
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
-        d = vectors.norm(dim=-1)  # pairs are never closer than 0.1 Å, so d > 0
-        unit = vectors / d.unsqueeze(-1)
-        rbf, envelope = self.rbf(d), self.envelope(d)
+        pairs = pairs_of(self, edge_index, numbers.shape[0]).features(self.geometry, edges=(vectors,))
         s = self.embedding(numbers)
         v = s.new_zeros(s.shape[0], 3, self.hidden_channels)
         for message, update in zip(self.messages, self.updates):
-            s, v = message(s, v, rbf, envelope, unit, edge_index)
+            s, v = message(s, v, pairs)
             s, v = update(s, v)
         return s, v

@@ -28,11 +28,11 @@ from torch import nn
 
 from localframe.models import register
 from localframe.models.base import Representation
+from localframe.nn.chunking import Pairs, pairs_of
 from localframe.nn.cutoff import PolynomialCutoff
 from localframe.nn.elements import N_ELEMENTS
 from localframe.nn.init import unit_variance_init
 from localframe.nn.radial import GaussianBasis
-from localframe.nn.scatter import gather, scatter_sum
 
 
 
@@ -50,10 +50,13 @@ class Interaction(nn.Module):
         self.lin_in = nn.Linear(channels, filters, bias=False)
         self.update = nn.Sequential(nn.Linear(filters, channels), ShiftedSoftplus(), nn.Linear(channels, channels))
 
-    def forward(self, h: torch.Tensor, rbf: torch.Tensor, envelope: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        i, j = edge_index
-        w = self.filter_net(rbf) * envelope.unsqueeze(-1)
-        m = scatter_sum(w * gather(self.lin_in(h), j), i, h.shape[0])
+    def message(self, features, centre, neighbour):
+        """W^l(d_ij) ⊙ Lin_in(h_j) for the pairs of ``features`` = (g(d_ij), u(d_ij))."""
+        rbf, envelope = features
+        return (self.filter_net(rbf) * envelope.unsqueeze(-1) * neighbour[0],)
+
+    def forward(self, h: torch.Tensor, pairs: Pairs) -> torch.Tensor:
+        (m,) = pairs.sum(self.message, neighbour=(self.lin_in(h),))
         return h + self.update(m)
 
 
@@ -83,10 +86,14 @@ class SchNet(Representation):
         )
         unit_variance_init(self)
 
+    def geometry(self, previous, edges, centre, neighbour):
+        """(g(d_ij), u(d_ij)) from the pair vectors."""
+        d = edges[0].norm(dim=-1)  # pairs are never closer than 0.1 Å, so the norm is smooth
+        return self.rbf(d), self.envelope(d)
+
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
-        d = vectors.norm(dim=-1)  # pairs are never closer than 0.1 Å, so the norm is smooth
-        rbf, envelope = self.rbf(d), self.envelope(d)
+        pairs = pairs_of(self, edge_index, numbers.shape[0]).features(self.geometry, edges=(vectors,))
         h = self.embedding(numbers)
         for interaction in self.interactions:
-            h = interaction(h, rbf, envelope, edge_index)
+            h = interaction(h, pairs)
         return h, None

@@ -52,6 +52,7 @@ class LocalSubstructure(nn.Module):
         if order not in ORDERS:
             raise InputError(f"lse: order must be one of {ORDERS}, got {order!r}")
         self.chiral, self.first = chiral, ORDERS.index(order) == 0  # first: j before i
+        self.channels = c
         self.input = nn.Linear(hidden, hidden)  # W, b
         self.norm = nn.LayerNorm(hidden, elementwise_affine=False) if layer_norm else None
         self.mix = nn.Linear(hidden, c, bias=False) if c < hidden else None  # W_S
@@ -61,24 +62,37 @@ class LocalSubstructure(nn.Module):
     def summaries(self, s, hij, unit, edge_index):
         """S_i (N, 3, C): the neighbourhood of every atom."""
         i, j = edge_index
+        return scatter_sum(self.summand(hij, unit, gather(self.neighbour_input(s), j)), i, s.shape[0])
+
+    def neighbour_input(self, s):
+        """σ(N(W s + b)) (N, H), the per-atom factor of w_ij."""
         x = self.input(s)
-        w = hij * gather(torch.nn.functional.silu(x if self.norm is None else self.norm(x)), j)
+        return torch.nn.functional.silu(x if self.norm is None else self.norm(x))
+
+    def summand(self, hij, unit, x_j):
+        """ê_ij ⊗ W_S (h_ij ⊙ x_j) (E, 3, C): the terms of S_i (x_j: :meth:`neighbour_input` read at j)."""
+        w = hij * x_j
         if self.mix is not None:
             w = self.mix(w)  # W_S moved inside the sum (linear)
-        return scatter_sum(unit.unsqueeze(-1) * w.unsqueeze(1), i, s.shape[0])
+        return unit.unsqueeze(-1) * w.unsqueeze(1)
 
     def forward(self, s, hij, unit, frame, edge_index, u):
         S = self.summaries(s, hij, unit, edge_index)
         i, j = edge_index
-        a, b = (j, i) if self.first else (i, j)
+        return self.read(lambda rows: (gather(S, i[rows]), gather(S, j[rows])), frame, u)
+
+    def read(self, ends, frame, u):
+        """[t^a, t^b] (E, 2C) for the pairs of ``frame`` (E, 3, 3) and ``u`` (E,); ``ends(rows)`` gives
+        (S_i, S_j) of those rows (a slice of the pairs): S read at the centre and at the neighbour."""
         c = None if self.scale is None else (u * self.scale).unsqueeze(-1)
-        size = max(32, CHUNK_ELEMENTS // (self.g[0].out_features * 2 * S.shape[-1]))
+        size = max(32, CHUNK_ELEMENTS // (self.g[0].out_features * 2 * self.channels))
         out = []
-        for k in range(0, max(i.shape[0], 1), size):  # one (empty) chunk when there are no edges
-            P = scalarize(torch.cat([gather(S, a[k : k + size]), gather(S, b[k : k + size])], dim=-1),
-                          frame[k : k + size], self.chiral)  # (e, 3, 2C)
-            t = self.columns(P) + P[:, 0, :]
-            out.append(t if c is None else t * c[k : k + size])
+        for k in range(0, max(frame.shape[0], 1), size):  # one (empty) chunk when there are no edges
+            rows = slice(k, k + size)
+            S_i, S_j = ends(rows)
+            P = scalarize(torch.cat([S_j, S_i] if self.first else [S_i, S_j], dim=-1), frame[rows], self.chiral)
+            t = self.columns(P) + P[:, 0, :]  # (e, 3, 2C) -> (e, 2C)
+            out.append(t if c is None else t * c[rows])
         return torch.cat(out) if len(out) > 1 else out[0]
 
     def columns(self, P):
