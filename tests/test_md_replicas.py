@@ -42,6 +42,7 @@ def test_replicas_equal_separate_runs(lf, ensemble):
                           progress=False, **GENTLE)
     assert result["stopped"] == [] and result["model_calls"] == steps + 1
     assert result["replica_steps"] == 3 * steps
+    assert 0 < result["cpu_seconds"] and result["steps_per_cpu_second"] == pytest.approx(3 * steps / result["cpu_seconds"])
     for r, got in enumerate(result["replicas"]):
         assert got["stopped"] is None and got["seed"] == seed + r and got["steps"] == steps
         want = run_md(Calculator(model, dtype="float64"), starts[r % 2], ensemble=ensemble, steps=steps,
@@ -107,6 +108,7 @@ def test_benchmark_replicas_rows(lf):
     assert rows[0]["vs_single"] == 1.0 and rows[0]["model_share"] is None
     assert 0 < rows[1]["model_share"] <= 1
     assert rows[1]["vs_single"] == pytest.approx(rows[1]["steps_per_second"] / rows[0]["steps_per_second"])
+    assert rows[1]["vs_single_cpu"] == pytest.approx(rows[1]["steps_per_cpu_second"] / rows[0]["steps_per_cpu_second"])
 
 
 def test_replicas_restart_from_their_own_files(lf, tmp_path):

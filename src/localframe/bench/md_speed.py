@@ -157,7 +157,9 @@ def benchmark_replicas(
     :func:`benchmark`. Returns one row per (system, count): ``system``, ``atoms``, ``replicas`` (0
     for the single ``run_md``), ``steps``, ``steps_per_second`` (replica-steps per second,
     median), ``runs``, ``model_share`` (median share of the loop in the batched model calls;
-    None for the single run) and ``vs_single`` (median steps/s over that of the single run).
+    None for the single run), ``vs_single`` (median steps/s over that of the single run), and the
+    same per second of processor time, steadier on a loaded machine: ``steps_per_cpu_second``,
+    ``cpu_runs``, ``vs_single_cpu``.
     """
     import torch
 
@@ -174,11 +176,13 @@ def benchmark_replicas(
     def per(count: int) -> int:
         return int(steps.get(count, 50)) if isinstance(steps, dict) else int(steps)
 
-    def once(calc, atoms, count: int, n: int, seed: int) -> tuple[float, float | None]:
+    def once(calc, atoms, count: int, n: int, seed: int) -> tuple[float, float, float | None]:
         if count == 0:
-            return run_md(calc, atoms, steps=n, seed=seed, **unguarded)["steps_per_second"], None
+            result = run_md(calc, atoms, steps=n, seed=seed, **unguarded)
+            return result["steps_per_second"], n / result["cpu_seconds"], None
         result = run_replicas(calc, atoms, count, steps=n, seed=seed, **unguarded)
-        return result["steps_per_second"], result["model_seconds"] / result["wall_seconds"]
+        share = result["model_seconds"] / result["wall_seconds"]
+        return result["steps_per_second"], result["steps_per_cpu_second"], share
 
     rows = []
     for name, atoms in structures.items():
@@ -189,18 +193,20 @@ def benchmark_replicas(
         for k in range(repeats):
             for count in counts:
                 runs[count].append(once(calc, atoms, count, per(count), k))
-        single = statistics.median(rate for rate, _ in runs[0])
+        single = [statistics.median(run[k] for run in runs[0]) for k in (0, 1)]
         for count in counts:
-            rate = statistics.median(r for r, _ in runs[count])
-            share = None if count == 0 else statistics.median(s for _, s in runs[count])
+            rate, cpu_rate = (statistics.median(run[k] for run in runs[count]) for k in (0, 1))
+            share = None if count == 0 else statistics.median(run[2] for run in runs[count])
             row = {"system": name, "atoms": len(atoms), "replicas": count, "steps": per(count),
-                   "steps_per_second": rate, "runs": [r for r, _ in runs[count]], "model_share": share,
-                   "vs_single": rate / single, "threads": torch.get_num_threads()}
+                   "steps_per_second": rate, "runs": [run[0] for run in runs[count]], "model_share": share,
+                   "vs_single": rate / single[0], "steps_per_cpu_second": cpu_rate,
+                   "cpu_runs": [run[1] for run in runs[count]], "vs_single_cpu": cpu_rate / single[1],
+                   "threads": torch.get_num_threads()}
             rows.append(row)
             if progress:
                 print(f"{name:>10s} {len(atoms):4d} atoms  {'run_md' if count == 0 else f'{count} replicas':>12s}  "
-                      f"{rate:9.4g} replica-steps/s  {row['vs_single']:6.2f}x  "
-                      f"(runs {', '.join(f'{r:.4g}' for r in row['runs'])})", flush=True)
+                      f"{rate:9.4g} replica-steps/s {row['vs_single']:6.2f}x, per CPU second {cpu_rate:9.4g} "
+                      f"{row['vs_single_cpu']:6.2f}x  (runs {', '.join(f'{r:.4g}' for r in row['runs'])})", flush=True)
     return rows
 
 

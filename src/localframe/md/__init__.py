@@ -45,7 +45,8 @@ prints one line and exits 2), without writing the bad step, when
 The summary returned by :func:`run_md` holds ``steps``, ``time_ps``, ``frames``,
 ``temperature_mean``/``temperature_std`` (K), ``energy_drift`` (eV/atom/ps: the slope of a
 least-squares line through the total energy per atom against time, NVE only, else None),
-``etot_std`` and ``ekin_std`` (eV), ``steps_per_second`` and ``wall_seconds``, ``max_forces_std``
+``etot_std`` and ``ekin_std`` (eV), ``steps_per_second``, ``wall_seconds`` and ``cpu_seconds``
+(processor time of the process over the steps; on a loaded machine the steadier cost), ``max_forces_std``
 (committee) and ``atoms`` (the final structure, with momenta).
 
 :func:`relax` minimises the energy with FIRE or BFGS, relaxing the cell too (ASE's

@@ -131,7 +131,7 @@ def run_md(
         observed = state.record(guards.check(atoms, stop))
         if not restart:
             state.frames += writer.write(atoms, first_step, timestep, observed)
-        state.started = time.perf_counter()  # steps/s counts the steps, not the first evaluation
+        state.started, state.cpu_started = time.perf_counter(), time.process_time()  # the steps, not the first call
         bar = stack.enter_context(progress_bar(steps, "MD", enabled=progress))
         for k in range(1, steps + 1):
             try:
@@ -149,7 +149,7 @@ def run_md(
                 bar.update(k, **progress_fields(observed))
             if on_step is not None:
                 on_step(k)
-        state.wall = time.perf_counter() - state.started
+        state.wall, state.cpu = time.perf_counter() - state.started, time.process_time() - state.cpu_started
     return {**state.summary(), "stopped": None}
 
 
@@ -173,8 +173,8 @@ class _State:
         self.guards = guards
         self.done = 0
         self.frames = 0
-        self.wall = 0.0
-        self.started = time.perf_counter()
+        self.wall = self.cpu = 0.0
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
         self.epot: list[float] = []
         self.ekin: list[float] = []
         self.temperature: list[float] = []
@@ -210,6 +210,7 @@ class _State:
             "energy_drift": drift,
             "steps_per_second": self.done / wall if wall > 0 else None,
             "wall_seconds": wall,
+            "cpu_seconds": self.cpu or (time.process_time() - self.cpu_started),
             "max_forces_std": self.guards.max_spread or None,
             "atoms": plain(self.atoms, momenta=True),
         }

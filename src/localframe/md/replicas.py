@@ -53,7 +53,9 @@ def run_replicas(calculator, structures: Atoms | Sequence[Atoms], replicas: int,
     those of ``run_md`` (ensemble, temperature, timestep, steps, ...). Returns ``replicas`` (each
     replica's ``run_md`` summary with ``replica``, ``seed``, ``traj``, ``log``, and ``stopped``: its
     one-line message or None), ``stopped`` (the messages), ``replica_steps`` (steps of all
-    replicas), ``steps_per_second`` (replica-steps per second of the step loop), ``wall_seconds``
+    replicas), ``steps_per_second`` (replica-steps per second of the step loop), ``wall_seconds``,
+    ``steps_per_cpu_second`` and ``cpu_seconds`` (the same per second of processor time: all replicas
+    share one process)
     ``model_calls`` (the batched calls, the first evaluation included) and ``model_seconds`` (the
     time of those after the first: pair lists, conversion, the model's forward and backward pass).
     """
@@ -101,9 +103,10 @@ def run_replicas(calculator, structures: Atoms | Sequence[Atoms], replicas: int,
         raise (real or errors)[0]
     stopped = [s["stopped"] for s in summaries if s["stopped"] is not None]
     total = sum(s["steps"] for s in summaries)
-    wall = max(s["wall_seconds"] for s in summaries)
+    wall, cpu = max(s["wall_seconds"] for s in summaries), max(s["cpu_seconds"] for s in summaries)
     return {"replicas": summaries, "stopped": stopped, "replica_steps": total,
             "steps_per_second": total / wall if wall > 0 else None, "wall_seconds": wall,
+            "steps_per_cpu_second": total / cpu if cpu > 0 else None, "cpu_seconds": cpu,
             "model_calls": lockstep.calls, "model_seconds": lockstep.seconds}
 
 
