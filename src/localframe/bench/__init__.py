@@ -83,19 +83,24 @@ def model_names(options: Options) -> tuple[list[str], dict[str, dict[str, Any]]]
     """(models to run, peer status for every peer). Requested peers that are not installed are
     dropped from the run and reported as skipped."""
     from localframe import models
-    from localframe.bench import peers
+    from localframe.bench import own_trainers, peers
 
     ours = [*models.available(), *models.presets()]
     requested = list(options.models) if options.models else (
         list(QUICK_MODELS) if options.quick else [*models.available(), *peers.names()])
-    unknown = [n for n in requested if n not in ours and not peers.is_peer(n)]
+    unknown = [n for n in requested if n not in ours and not peers.is_peer(n) and not own_trainers.is_own(n)]
     if unknown:
-        raise InputError(f"unknown model(s) {unknown}; localframe models and presets: {', '.join(ours)}; peers: {', '.join(peers.names())}")
+        raise InputError(f"unknown model(s) {unknown}; localframe models and presets: {', '.join(ours)}; peers: "
+                         f"{', '.join(peers.names())}; peers by their own trainers (accuracy suite): "
+                         f"{', '.join(own_trainers.names())}")
     status = {name: peers.status(name) for name in peers.names()}
     for name in peers.names():
         if name not in requested and status[name]["available"]:
             status[name] = {**status[name], "reason": "installed, not in this run"}
-    names = [n for n in requested if not peers.is_peer(n) or status[n]["available"]]
+    for name in own_trainers.names():
+        status[name] = own_trainers.status(name) if name in requested else {
+            "available": False, "version": own_trainers.version(name), "reason": "not in this run"}
+    names = [n for n in requested if not (peers.is_peer(n) or own_trainers.is_own(n)) or status[n]["available"]]
     return names, status
 
 
@@ -107,6 +112,9 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
     _check(options)
     os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
     names, status = model_names(options)
+    from localframe.bench import own_trainers
+
+    built = [n for n in names if not own_trainers.is_own(n)]  # own-trainer peers: accuracy suite only
     out = Path(options.out)
     written: dict[str, Any] = {"results": []}
     results.save({"peers": status}, out, "peers")
@@ -114,7 +122,7 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
     if "speed" in options.suites:
         from localframe.bench import speed
 
-        result = speed.run(names, threads=options.threads, dtype=options.dtype, warmup=1 if quick else options.warmup,
+        result = speed.run(built, threads=options.threads, dtype=options.dtype, warmup=1 if quick else options.warmup,
                            repeats=2 if quick else options.repeats, quick=quick, cutoff=options.cutoff,
                            max_seconds=5.0 if quick else 20.0, log=log,
                            save=lambda partial: results.save(partial, out, "speed"))
@@ -122,7 +130,7 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
     if "scaling" in options.suites:
         from localframe.bench import scaling
 
-        result = scaling.run(names, threads=options.threads, dtype=options.dtype, sizes=options.sizes, quick=quick,
+        result = scaling.run(built, threads=options.threads, dtype=options.dtype, sizes=options.sizes, quick=quick,
                              cutoff=options.cutoff, time_cap_s=10.0 if quick else options.time_cap_s,
                              max_memory_gib=options.max_memory_gib, xtb=options.xtb,
                              xtb_cap_s=10.0 if quick else options.xtb_cap_s, allocator=options.allocator, log=log,

@@ -8,8 +8,9 @@ Tasks:
   standard split, tested on the standard test molecules (all 10,831 unless ``n_test`` is given);
   the training settings of ``configs/qm9_U0.yaml``.
 * ``md17`` — an MD17-style GFN2-xTB ethanol trajectory at 500 K (made with
-  :func:`localframe.reference.sample`, cached), 950 training / 50 validation frames, the rest
-  tested; energies and forces, the training settings of ``configs/md17_ethanol.yaml``.
+  :func:`localframe.reference.sample`, seed 0, cached), 950 training / 50 validation frames, tested
+  on an independent trajectory (seed 1, 500 frames; ``test_frames``); energies and forces, the
+  training settings of ``configs/md17_ethanol.yaml``.
 
 Both tasks read their split sizes and their ``train`` section from those example configs
 (:func:`task_spec`); the benchmark overrides only the budget, the seed and the dtype.
@@ -21,6 +22,10 @@ models and peers alike (peers enter through :mod:`.peers`). The budget counts tr
 (``Task.elapsed``: forward, backward, optimiser and EMA updates); validation runs every tenth of
 the budget, outside it, and the EMA weights of the best validation point are tested. A model
 stops at the first step that ends past the budget.
+
+Peers trained by their own programs with their own recipes (:mod:`.own_trainers`, e.g.
+``mace-own``) get the same structures and the same test metrics; their budget is the wall time of
+the program.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import numpy as np
 import torch
 
 from localframe import dtypes
-from localframe.bench import common, workloads
+from localframe.bench import common, own_trainers, workloads
 from localframe.progress import Progress
 
 
@@ -52,6 +57,7 @@ class TaskSpec:
     n_test: int | None
     target: str | None = None  # a QM9 scalar target; None: energies and forces
     frames: int = 0  # frames of the generated trajectory (md17)
+    test_frames: int = 0  # > 0: tested on an independent trajectory (seed 1) of this many frames
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,8 +69,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 #: trajectory length of the generated md17 data.
 _TASK_FACTS = {
     "qm9": dict(description="QM9 U0 (as U0_atom), standard split", eval_batch_size=128, n_test=None, target="U0_atom"),
-    "md17": dict(description="GFN2-xTB ethanol at 500 K (MD17-style), energies + forces", eval_batch_size=64,
-                 n_test=None, frames=1200),
+    "md17": dict(description="GFN2-xTB ethanol at 500 K (MD17-style), energies + forces, tested on an independent "
+                 "trajectory", eval_batch_size=64, n_test=None, frames=1000, test_frames=500),
 }
 _BUDGET_KEYS = ("max_time", "max_epochs", "seed", "dtype", "threads")
 
@@ -85,7 +91,7 @@ def task_spec(name: str, config_dir: Path | None = None) -> TaskSpec:
     return TaskSpec(name, facts.pop("description"), train, n_train=cfg.data.n_train, n_val=cfg.data.n_val, **facts)
 
 
-QUICK = {"md17": dict(n_train=40, n_val=10, n_test=10, frames=60, warmup_steps=5)}
+QUICK = {"md17": dict(n_train=40, n_val=10, n_test=10, frames=50, test_frames=10, warmup_steps=5)}
 
 
 @dataclass
@@ -98,6 +104,13 @@ class Prepared:
     norm: Any
     avg_neighbors: float
     source: str
+    test_data: Any = None  # the test structures' StructureSet when they are not part of ``data``
+
+    def structures(self, split: str) -> list:
+        """The Atoms of ``split`` (train, val, test), with their labels."""
+        if split == "test" and self.test_data is not None:
+            return list(self.test_data.atoms)
+        return [self.data.atoms[i] for i in self.splits.get(split, [])]
 
 
 def prepare(spec: TaskSpec, cutoff: float, dtype: torch.dtype, data_dir: Path, log: Callable[[str], None]) -> Prepared:
@@ -106,6 +119,7 @@ def prepare(spec: TaskSpec, cutoff: float, dtype: torch.dtype, data_dir: Path, l
     from localframe.train.data import GraphDataset, make_splits, normalization
 
     start = time.perf_counter()
+    test_data = None
     if spec.target:
         data = sources.load("qm9", targets=[spec.target], n_train=spec.n_train, n_val=spec.n_val)
         targets = {spec.target: qm9.AGGREGATION[spec.target]}
@@ -115,16 +129,24 @@ def prepare(spec: TaskSpec, cutoff: float, dtype: torch.dtype, data_dir: Path, l
         data = sources.load(str(path))
         targets = {}
         source = f"{path.name}: GFN2-xTB Langevin MD of ethanol, 500 K, {spec.frames} frames, seed 0"
+        if spec.test_frames:
+            frames = spec.n_test or spec.test_frames
+            test_path = workloads.xtb_ethanol(Path(data_dir) / f"ethanol_xtb_{frames}_seed1.extxyz", frames, seed=1)
+            test_data = sources.load(str(test_path))
+            source += f"; test: {test_path.name}, an independent trajectory (seed 1, {frames} frames)"
     splits = make_splits(data, None if spec.target else spec.n_train, None if spec.target else spec.n_val,
-                         spec.n_test, 42)
+                         0 if test_data is not None else spec.n_test, 42)
     datasets = {name: GraphDataset(data, idx, cutoff, dtype) for name, idx in splits.items() if len(idx)}
+    if test_data is not None:
+        splits["test"] = np.arange(len(test_data))
+        datasets["test"] = GraphDataset(test_data, splits["test"], cutoff, dtype)
     train = datasets["train"]
     pairs = sum(g.edge_index.shape[1] for g in train.graphs)
     atoms = sum(int(g.n_atoms.sum()) for g in train.graphs)
     log(f"accuracy {spec.name}: {', '.join(f'{k} {len(v)}' for k, v in splits.items())} "
         f"({time.perf_counter() - start:.0f} s to load and build graphs)")
     return Prepared(spec, data, splits, datasets, targets, normalization(data, splits["train"], targets),
-                    pairs / max(atoms, 1), source)
+                    pairs / max(atoms, 1), source, test_data)
 
 
 def _selection_metric(errors: dict[str, dict], spec: TaskSpec, energy_scale: float) -> float:
@@ -240,6 +262,24 @@ def train_one(prepared: Prepared, name: str, seed: int, budget_minutes: float, d
     return row
 
 
+def train_own(prepared: Prepared, name: str, seed: int, budget_minutes: float, threads: int, workdir: Path,
+              log: Callable[[str], None]) -> dict[str, Any]:
+    """Train peer ``name`` by its own program (:mod:`.own_trainers`) on the prepared split; test it
+    with the same metrics as :func:`train_one`."""
+    from localframe.bench import own_trainers
+
+    spec, norm = prepared.spec, prepared.norm
+    structures = {split: prepared.structures(split) for split in ("train", "val", "test")}
+    row = own_trainers.train_one(name, structures, seed, budget_minutes, threads, workdir,
+                                 lambda errors: _selection_metric(errors, spec, norm.energy_scale),
+                                 prepared.data.units, log=log)
+    summary = ", ".join(f"{k} {v['mae'] * 1000:.1f} m{v['unit']}" for k, v in row.get("test", {}).items()
+                        if k in ("energy", "forces"))
+    log(f"accuracy {spec.name:5s} {name:14s} seed {seed}: {row['epochs']} epochs in {row['wall_s']:.0f} s "
+        f"(own trainer) test MAE {summary}")
+    return row
+
+
 def run(names: list[str], task_names: list[str], budget_minutes: float, seeds: int = 1, threads: int = 1,
         dtype: str = "float32", cutoff: float = 5.0, n_train: int | None = None, n_test: int | None = None,
         quick: bool = False, data_dir: str | Path = "runs/bench/data", log: Callable[[str], None] = print,
@@ -261,7 +301,7 @@ def run(names: list[str], task_names: list[str], budget_minutes: float, seeds: i
             changes: dict[str, Any] = {}
             if quick and task_name in QUICK:
                 q = dict(QUICK[task_name])
-                changes.update({k: q.pop(k) for k in ("n_train", "n_val", "n_test", "frames") if k in q})
+                changes.update({k: q.pop(k) for k in ("n_train", "n_val", "n_test", "frames", "test_frames") if k in q})
                 changes["train"] = {**spec.train, **q}
             if n_train is not None:
                 changes["n_train"] = n_train
@@ -269,7 +309,8 @@ def run(names: list[str], task_names: list[str], budget_minutes: float, seeds: i
                 changes["n_test"] = n_test
             if spec.frames and "n_train" in changes and "frames" not in changes:
                 # keep the validation and test sizes when the training set shrinks or grows
-                changes["frames"] = changes["n_train"] + spec.n_val + (changes.get("n_test") or spec.frames - spec.n_train - spec.n_val)
+                rest = 0 if spec.test_frames else (changes.get("n_test") or spec.frames - spec.n_train - spec.n_val)
+                changes["frames"] = changes["n_train"] + spec.n_val + rest
             spec = TaskSpec(**{**spec.__dict__, **changes})
             entry: dict[str, Any] = {"description": spec.description, "train_settings": spec.train,
                                      "n_train": spec.n_train, "n_val": spec.n_val, "rows": []}
@@ -285,15 +326,23 @@ def run(names: list[str], task_names: list[str], budget_minutes: float, seeds: i
             for name in names:
                 for seed in range(seeds):
                     try:
-                        entry["rows"].append(train_one(prepared, name, seed, budget_minutes, dtype, cutoff, log))
+                        if own_trainers.is_own(name):
+                            work = Path(data_dir).parent / "own" / f"{task_name}-{name}-seed{seed}"
+                            entry["rows"].append(train_own(prepared, name, seed, budget_minutes, threads, work, log))
+                        else:
+                            entry["rows"].append(train_one(prepared, name, seed, budget_minutes, dtype, cutoff, log))
                     except Exception as err:
                         message = common.failure(err, 300)
-                        entry["rows"].append({"model": name, "label": common.label(name), "seed": seed, "error": message})
+                        entry["rows"].append({"model": name, "label": label(name), "seed": seed, "error": message})
                         log(f"accuracy {task_name} {name} seed {seed}: {message}")
                     if save:
                         save(result)  # after every model and seed
     result["environment"]["load_average_end"] = common.load_average()
     return result
+
+
+def label(name: str) -> str:
+    return own_trainers.label(name) if own_trainers.is_own(name) else common.label(name)
 
 
 def summarize(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:

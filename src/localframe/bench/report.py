@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from localframe.bench import peers
+from localframe.bench import own_trainers, peers
 from localframe.bench.figures import accuracy_figure, scaling_figure, speed_figure
 from localframe.bench.results import load, model_label, number, row_label, save, user_fit  # noqa: F401 - save/load re-exported
-from localframe.bench.verdicts import targets
+from localframe.bench.verdicts import SPEED_REFERENCES, targets
 from localframe.files import write_text
 
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
-SPEED_REFERENCES = ("schnet", "pyg_schnet")
 
 
 # ---------------------------------------------------------------------- formatting helpers
@@ -91,6 +90,9 @@ def _peers_table(results: dict[str, Any]) -> list[str]:
     for name, st in state.items():
         spec = peers.PEERS.get(name)
         status = f"installed ({st.get('version')})" if st.get("available") else st.get("reason", "skipped")
+        if own_trainers.is_own(name):
+            rows.append([own_trainers.label(name), f"`{name}`", status, "its own trainer (accuracy suite only)"])
+            continue
         rows.append([spec.label if spec else name, f"`{name}`", status,
                      "yes" if spec and spec.periodic else "no (molecules only)"])
     return ["Peers (optional extra; missing ones are skipped):", ""] + _table(
@@ -109,15 +111,15 @@ def _speed(results: dict[str, Any], report: Path) -> list[str]:
     rows_all = speed["results"]
     for wname, w in speed["workloads"].items():
         rows = [r for r in rows_all if r["workload"] == wname]
-        ref = {n: next((r for r in rows if r["model"] == n and "train" in r), None) for n in SPEED_REFERENCES}
+        ref = {n: next((r for r in rows if r["model"] == n and "train" in r), None) for n, _ in SPEED_REFERENCES}
         table = []
         for r in rows:
             if "train" not in r:
-                table.append([row_label(r), "–", r.get("skipped") or r.get("error", "?"), "", "", "", "", ""])
+                table.append([row_label(r), "–", r.get("skipped") or r.get("error", "?"), "", *[""] * (2 * len(SPEED_REFERENCES))])
                 continue
             ratios = []
             for mode, key in (("train", "structures_per_s"), ("infer", "atom_steps_per_s")):
-                for n in SPEED_REFERENCES:
+                for n, _ in SPEED_REFERENCES:
                     base = ref[n]
                     ratios.append(number(r[mode][key] / base[mode][key], 2) if base else "–")
             table.append([row_label(r), f"{r.get('parameters', 0):,}", number(r["train"]["structures_per_s"]),
@@ -126,8 +128,8 @@ def _speed(results: dict[str, Any], report: Path) -> list[str]:
                   f"Training batch: {w['train_structures']} structures, {w['train_atoms']} atoms, {w['train_pairs']} pairs; "
                   f"inference: {w['infer_structures']} structure(s), {w['infer_atoms']} atoms, {w['infer_pairs']} pairs "
                   f"(neighbour list {w['neighbor_list_s'] * 1000:.2f} ms). Source: {w['source']}.", ""]
-        lines += _table(["model", "parameters", "train structures/s", "infer atoms·steps/s", "train × our SchNet",
-                         "train × PyG SchNet", "infer × our SchNet", "infer × PyG SchNet"], table)
+        lines += _table(["model", "parameters", "train structures/s", "infer atoms·steps/s",
+                         *[f"{mode} × {label}" for mode in ("train", "infer") for _, label in SPEED_REFERENCES]], table)
         lines.append("")
     figure = speed_figure(speed, report)
     if figure:
@@ -230,7 +232,7 @@ def _accuracy(results: dict[str, Any], report: Path) -> list[str]:
         return lines + ["Not run.", ""]
     lines += ["Same data, split, loss, optimiser, schedule (warm-up, then cosine decay over the budget), EMA and "
               "budget for every model — peers included, trained by localframe's loop through the adapters of "
-              "`localframe.bench.peers`. Every model at its default size (localframe models 128 channels; peers as "
+              "`localframe.bench.peers`, except the rows trained by their own programs (listed below each table). Every model at its default size (localframe models 128 channels; peers as "
               "listed in `localframe.bench.peers.PEERS`), cutoff 5 Å. The budget counts training steps only; "
               "validation (every tenth of the budget) is off the clock, and the EMA weights of the best validation "
               "point are tested. Mean ± standard deviation over seeds.", ""]
@@ -258,7 +260,7 @@ def _accuracy(results: dict[str, Any], report: Path) -> list[str]:
                 continue
             cells = [row_label(mine[0]), f"{mine[0].get('parameters', 0):,}", str(len(mine)), f"{np.mean([r['steps'] for r in mine]):.0f}",
                      number(float(np.mean([r["structures_per_s"] for r in mine]))),
-                     number(float(np.mean([r["best_at_s"] for r in mine])))]
+                     _mean_or_dash([r.get("best_at_s") for r in mine])]
             for k in keys:
                 st = stats[k].get(name)
                 unit = mine[0]["test"][k]["unit"]
@@ -271,10 +273,32 @@ def _accuracy(results: dict[str, Any], report: Path) -> list[str]:
         lines += _table(["model", "parameters", "seeds", "steps", "structures/s", "best at (s)",
                          *[f"test MAE {'U0' if k == 'U0_atom' else k}" for k in keys]], table)
         lines.append("")
+        lines += _own_trainers(rows)
         figure = accuracy_figure(task_name, rows, report)
         if figure:
             lines += [f"![validation error against training time, {task_name}]({figure})", ""]
     return lines
+
+
+def _mean_or_dash(values: list) -> str:
+    known = [v for v in values if v is not None]
+    return number(float(np.mean(known))) if known else "–"
+
+
+def _own_trainers(rows: list[dict[str, Any]]) -> list[str]:
+    """The recipe of every row trained by its own program."""
+    lines = []
+    for r in {r["model"]: r for r in rows if "trainer" in r}.values():
+        t = r["trainer"]
+        settings = " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in t["settings"].items())
+        lines.append(f"- {row_label(r)}: `{t['program']}` ({t['package']} {t['version']}), {t['recipe']}; `{settings}`; "
+                     f"{t.get('epochs')} epochs in {t.get('wall_s')} s of wall time (first call {t.get('first_call_s')} s, "
+                     f"epoch {t.get('epoch_s')} s; stage two from epoch {t.get('stage_two_from')} of the second call"
+                     f"{'; killed at the budget' if t.get('killed') else ''}); tested: {t.get('model_tested')}.")
+    if not lines:
+        return []
+    return ["Trained by their own programs and recipes (`localframe.bench.own_trainers`; the budget is the program's "
+            "wall time, its validation and start-up included; same split and test metrics):", "", *lines, ""]
 
 
 def _targets_section(results: dict[str, Any], notes: str | None) -> list[str]:
