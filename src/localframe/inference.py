@@ -54,6 +54,7 @@ from localframe.data.batch import AtomsBatch
 from localframe.data.convert import AtomsConverter, restrict
 from localframe.data.neighbors import neighbor_pairs
 from localframe.errors import InputError
+from localframe.fast import FastPath
 from localframe.dtypes import torch_dtype
 from localframe.io import check_elements, known_elements, load_model
 from localframe.models.atomistic import AtomisticModel
@@ -87,16 +88,9 @@ class VerletNeighborList:
         self._offsets_cell: np.ndarray | None = None
 
     def pairs(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        positions = np.asarray(positions, dtype=np.float64)
-        pbc = np.asarray(pbc, dtype=bool).reshape(3)
-        cell = np.asarray(cell, dtype=np.float64).reshape(3, 3) if pbc.any() else np.zeros((3, 3))
+        positions, cell, pbc = _arrays(positions, cell, pbc)
         if self._needs_rebuild(positions, cell, pbc):
-            i, j, shifts, distances = neighbor_pairs(positions, cell, pbc, self.cutoff + self.skin)
-            self._edges = torch.from_numpy(np.stack([i, j]))
-            self._shifts = torch.from_numpy(shifts.astype(np.float64))
-            self._ref_positions, self._ref_cell, self._pbc = positions.copy(), cell.copy(), pbc.copy()
-            self._offsets, self._offsets_cell = None, None
-            self.builds += 1
+            distances = self._build(positions, cell, pbc)
             if self.skin == 0.0:  # built for these positions with the cutoff itself: nothing to select
                 return self._edges, self._shifts, torch.from_numpy(distances)
         pos = torch.from_numpy(positions)
@@ -107,6 +101,25 @@ class VerletNeighborList:
         d2 = (vectors * vectors).sum(dim=1)
         keep = torch.nonzero(d2 < self.cutoff**2).squeeze(1)
         return self._edges.index_select(1, keep), self._shifts.index_select(0, keep), d2.index_select(0, keep).sqrt()
+
+    def candidates(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """The list within ``cutoff + skin`` itself, without selection, rebuilt when needed:
+        ``(edge_index (2, E), shifts (E, 3), rebuilt)`` (the fixed graph of :mod:`localframe.fast`)."""
+        positions, cell, pbc = _arrays(positions, cell, pbc)
+        rebuilt = self._needs_rebuild(positions, cell, pbc)
+        if rebuilt:
+            self._build(positions, cell, pbc)
+        return self._edges, self._shifts, rebuilt
+
+    def _build(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+        """A fresh list within ``cutoff + skin`` with these as the reference; returns its distances."""
+        i, j, shifts, distances = neighbor_pairs(positions, cell, pbc, self.cutoff + self.skin)
+        self._edges = torch.from_numpy(np.stack([i, j]))
+        self._shifts = torch.from_numpy(shifts.astype(np.float64))
+        self._ref_positions, self._ref_cell, self._pbc = positions.copy(), cell.copy(), pbc.copy()
+        self._offsets, self._offsets_cell = None, None
+        self.builds += 1
+        return distances
 
     def _image_offsets(self, cell: np.ndarray) -> torch.Tensor:
         """S_ij · C for the candidate pairs, kept while the cell does not change."""
@@ -130,6 +143,12 @@ class VerletNeighborList:
             return True
         mapped = np.linalg.solve(cell.T, positions.T).T @ self._ref_cell
         return self.cutoff / smallest + 2.0 * _max_norm(mapped - ref) >= self.cutoff + self.skin
+
+
+def _arrays(positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3) if pbc.any() else np.zeros((3, 3))
+    return np.asarray(positions, dtype=np.float64), cell, pbc
 
 
 def _max_norm(displacements: np.ndarray) -> float:
@@ -200,6 +219,8 @@ class Evaluator:
         self.converter = AtomsConverter(self.neighbors.cutoff, self.dtype, self.device, self.neighbors.pairs, self.elements)
         #: (i, j, distance Å) of the closest pair at the last call, (-1, -1, inf) without pairs
         self.closest: tuple[int, int, float] | None = None
+        #: compile=True: energy and forces of one structure through a compiled fixed graph (localframe.fast)
+        self.fast = FastPath(self) if compile else None
 
     @property
     def committee(self) -> bool:
@@ -229,6 +250,10 @@ class Evaluator:
         return batch, self.converter.distances
 
     def __call__(self, atoms: Atoms, stress: bool = False, dipole: bool = False) -> dict[str, np.ndarray]:
+        if self.fast is not None and not stress and not dipole:
+            result = self.fast(atoms)
+            if result is not None:
+                return result
         (result,) = evaluate_together([self], [atoms], stress=stress, dipole=dipole)
         if isinstance(result, InputError):
             raise result
@@ -242,6 +267,7 @@ class Evaluator:
         other.converter = AtomsConverter(other.neighbors.cutoff, self.dtype, self.device, other.neighbors.pairs,
                                          self.elements)
         other.closest = None
+        other.fast = FastPath(other) if self.fast is not None else None
         return other
 
 

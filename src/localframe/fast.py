@@ -1,0 +1,245 @@
+r"""Fixed-graph energy and forces of one structure: the fast path of ``compile=True`` for MD.
+
+One energy + forces call of a small molecule is little arithmetic; in eager PyTorch most of its
+time goes to per-operator dispatch, the autograd engine and Python-side tensor assembly. The fast
+path removes them for the call MD makes again and again, one structure with a fixed set of atoms:
+
+1. **Fixed graph.** The pairs are the Verlet candidates themselves (within r_c + δ, see
+   :class:`localframe.inference.VerletNeighborList`), without the per-call selection of those
+   within r_c, padded to a capacity K with self-pairs (i, i) shifted by a lattice vector of length
+   ≥ 2 r_c. A pair with d_ij ≥ r_c has the envelope u_ij = 0 and ∂u/∂d = 0 (:mod:`localframe.nn.cutoff`),
+   and every model multiplies its edge terms by u, so such a pair adds exactly zero to the
+   energy and to the forces: the results are those of the pairs within r_c (to the round-off of a
+   different summation order). A non-periodic structure gets a fictitious cell diag(L, L, L),
+   L = 2 r_c + 1 Å, used by the padding pairs only. Checked when the graph is built: the energy
+   and forces with and without one extra padding pair must agree (else the fast path is not used).
+2. **One traced graph.** ``make_fx`` traces the model's forward and the autograd backward of
+   F = −∂E/∂x into one graph of ATen operators, with the parameters as inputs; positions, cell,
+   pairs and shifts enter as preallocated tensors updated in place.
+3. **Compiled.** Inductor compiles that graph for the fixed sizes (N atoms, K pairs); the first
+   call takes minutes, later runs with the same architecture and sizes reuse Inductor's cache.
+
+Returns energy (eV), forces (eV/Å) and the K pair distances (Å) per member. Not served here (the
+caller falls back to the general path): stress, dipoles, models with SPE inputs, and any failure
+to trace or compile (e.g. no C++ compiler); :attr:`FastPath.reason` says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from localframe.data.batch import AtomsBatch
+from localframe.data.convert import MIN_DISTANCE, check_structure
+from localframe.errors import InputError
+
+__all__ = ["FixedGraph", "FastPath", "padded_pairs"]
+
+PAD_MARGIN = 1.25  # capacity K = this × the first pair count (rounded up to 8), at most N(N−1) without periodicity
+
+
+def padded_pairs(edges: np.ndarray, shifts: np.ndarray, capacity: int, pad_shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``edges`` (2, E) and ``shifts`` (E, 3) padded to ``capacity`` with self-pairs (0, 0) shifted by ``pad_shift``."""
+    n_pad = capacity - edges.shape[1]
+    if n_pad < 0:
+        raise ValueError(f"{edges.shape[1]} pairs exceed the capacity {capacity}")
+    pad_edges = np.zeros((2, n_pad), dtype=np.int64)
+    pad_shifts = np.broadcast_to(np.asarray(pad_shift, dtype=np.float64), (n_pad, 3))
+    return np.concatenate([edges, pad_edges], axis=1), np.concatenate([shifts, pad_shifts], axis=0)
+
+
+@contextlib.contextmanager
+def _uncompiled(model):
+    """``model`` with its representation unwrapped from ``torch.compile`` for the duration."""
+    wrapped = model.representation
+    model.representation = getattr(wrapped, "_orig_mod", wrapped)
+    try:
+        yield model
+    finally:
+        model.representation = wrapped
+
+
+class FixedGraph:
+    """Energy and forces of one model for N atoms on K pairs, traced (and compiled) once.
+
+    ``FixedGraph(model, numbers, positions, cell, edges, shifts, compile=True)``: example tensors
+    (model dtype and device; ``cell`` (3, 3), ``edges`` (2, K), ``shifts`` (K, 3) integer lattice
+    shifts in the float dtype). ``graph(positions, cell, edges, shifts)`` returns
+    ``(energy (1,), forces (N, 3), distances (K,))``.
+    """
+
+    def __init__(self, model, numbers, positions, cell, edges, shifts, compile: bool = True):
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        with _uncompiled(model):
+            self.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        keys, cutoff = list(self.state), model.cutoff
+        n = numbers.shape[0]
+
+        device = positions.device
+        # pbc as numpy: the model reads it as a Python value (bool(pbc.any())), which a traced tensor cannot give
+        pbc, index = np.ones((1, 3), dtype=bool), torch.zeros(n, dtype=torch.long, device=device)
+        n_atoms = torch.full((1,), n, dtype=torch.long, device=device)
+
+        def energy_forces(*args):
+            state = dict(zip(keys, args[: len(keys)]))
+            numbers, positions, cell, edges, shifts = args[len(keys):]
+            batch = AtomsBatch(numbers=numbers, positions=positions, cell=cell.unsqueeze(0), pbc=pbc, batch=index,
+                               n_atoms=n_atoms, edge_index=edges, cell_shifts=shifts, cutoff=cutoff)
+            out = torch.func.functional_call(model, state, (batch,), {"forces": True, "stress": False, "dipole": False})
+            distances = torch.linalg.vector_norm(batch.edge_vectors(positions.detach(), cell.unsqueeze(0)), dim=-1)
+            return out["energy"].detach(), out["forces"].detach(), distances
+
+        self.inputs = [*self.state.values(), numbers]
+        example = [*self.inputs, positions, cell, edges, shifts]
+        with _uncompiled(model), torch.no_grad():
+            self.traced = make_fx(energy_forces)(*example)
+        self.function = self.traced
+        if compile:
+            import torch._inductor as inductor
+
+            self.function = inductor.compile(self.traced, example)
+
+    def __call__(self, positions, cell, edges, shifts):
+        return self.function(*self.inputs, positions, cell, edges, shifts)
+
+
+class FastPath:
+    """The fast path of an :class:`~localframe.inference.Evaluator`: energy and forces of one
+    structure through one :class:`FixedGraph` per member on the evaluator's Verlet list.
+
+    ``fast(atoms)`` returns the evaluator's result dict, or None when the fast path does not
+    apply (then :attr:`reason` says why; a structure it refused once is not tried again).
+    ``compile=False`` runs the traced graphs without Inductor (tests).
+    """
+
+    def __init__(self, evaluator, compile: bool = True):
+        self.evaluator, self.compile = evaluator, compile
+        self.reason: str | None = None
+        if any(getattr(m, "spe", None) is not None for m in evaluator.models):
+            self.reason = "models with SPE inputs compute them from positions outside the graph"
+        self.graphs: list[FixedGraph] | None = None
+        self._numbers: np.ndarray | None = None
+        self._pbc: np.ndarray | None = None
+        self._cell: np.ndarray | None = None
+        self._pairs: int = 0
+        self._edges = self._shifts = self._positions = self._cell_t = None
+
+    @property
+    def available(self) -> bool:
+        return self.reason is None
+
+    def __call__(self, atoms: Atoms) -> dict[str, np.ndarray] | None:
+        if self.reason is not None:
+            return None
+        positions = atoms.positions
+        if self._numbers is None or not self._same_structure(atoms):
+            self._setup(atoms)  # the one structure check (numbers, elements, cell, pbc, finiteness)
+        elif not np.isfinite(positions).all():
+            k = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
+            raise InputError(f"non-finite coordinates (NaN or inf) at atom {k}")
+        edges, shifts, rebuilt = self.evaluator.neighbors.candidates(positions, self._cell, self._pbc)
+        if rebuilt or self._edges is None:
+            self._set_pairs(edges.numpy(), shifts.numpy())
+        self._positions.copy_(torch.from_numpy(positions))
+        if self.graphs is None and not self._build():
+            return None
+        outputs = [graph(self._positions, self._cell_t, self._edges, self._shifts) for graph in self.graphs]
+        self._closest(outputs[0][2])
+        from localframe.inference import combine
+
+        result = combine([{"energy": e, "forces": f} for e, f, _ in outputs])
+        return {key: value[0] if key in ("energy", "energies", "energy_std") else value for key, value in result.items()}
+
+    # ------------------------------------------------------------------ state
+    def _same_structure(self, atoms: Atoms) -> bool:
+        return (np.array_equal(atoms.numbers, self._numbers) and np.array_equal(atoms.pbc, self._pbc)
+                and (not self._pbc.any() or np.array_equal(atoms.cell.array, self._cell)))
+
+    def _setup(self, atoms: Atoms) -> None:
+        ev = self.evaluator
+        checked = check_structure(atoms, elements=ev.elements, index=None, close=False)
+        numbers, pbc = checked["numbers"], checked["pbc"]
+        if self._numbers is None or not np.array_equal(numbers, self._numbers) or not np.array_equal(pbc, self._pbc):
+            self.graphs = None  # other atoms: other sizes, a new graph
+            self._positions = torch.zeros(len(numbers), 3, dtype=ev.dtype, device=ev.device)
+            self._numbers_t = torch.as_tensor(numbers, device=ev.device)
+            self._pairs, self._edges = 0, None
+        self._numbers, self._pbc = numbers.copy(), pbc.copy()
+        self._cell = checked["cell"].copy()
+        cell = self._cell if pbc.any() else np.eye(3) * (2.0 * ev.neighbors.cutoff + 1.0)
+        self._cell_t = torch.as_tensor(cell, dtype=ev.dtype, device=ev.device)
+        lengths = np.linalg.norm(cell, axis=1)
+        self._pad_shift = np.array([np.ceil(2.0 * ev.neighbors.cutoff / lengths[0]), 0.0, 0.0])
+        if self._edges is not None:
+            self._write_pairs()
+
+    def _set_pairs(self, edges: np.ndarray, shifts: np.ndarray) -> None:
+        n = len(self._numbers)
+        self._raw = (edges, shifts.astype(np.float64))
+        if self._pairs == 0 or edges.shape[1] > self._pairs:  # first list, or more pairs than room: a new graph
+            capacity = 8 * int(np.ceil(max(edges.shape[1], 1) * PAD_MARGIN / 8))
+            if not self._pbc.any():
+                capacity = max(min(capacity, n * (n - 1)), edges.shape[1], 1)
+            self._pairs, self.graphs = capacity, None
+            self._edges = torch.zeros(2, capacity, dtype=torch.long, device=self.evaluator.device)
+            self._shifts = torch.zeros(capacity, 3, dtype=self.evaluator.dtype, device=self.evaluator.device)
+        self._write_pairs()
+
+    def _write_pairs(self) -> None:
+        edges, shifts = padded_pairs(*self._raw, self._pairs, self._pad_shift)
+        self._edges.copy_(torch.from_numpy(edges))
+        self._shifts.copy_(torch.from_numpy(shifts))
+
+    def _build(self) -> bool:
+        """Trace (and compile) one graph per member; False (and :attr:`reason`) where that fails."""
+        ev = self.evaluator
+        example = (self._numbers_t, self._positions, self._cell_t, self._edges, self._shifts)
+        try:
+            self._check_padding(ev.models[0], example)
+            self.graphs = [FixedGraph(m, *example, compile=self.compile) for m in ev.models]
+        except Exception as err:  # noqa: BLE001 - any failure to trace or compile means: use the general path
+            self.reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+            warnings.warn(f"compiled fixed-graph path unavailable, using the general path ({self.reason})", stacklevel=3)
+            return False
+        return True
+
+    def _check_padding(self, model, example) -> None:
+        """The energy and forces with one more padding pair equal those without (the envelope masks it)."""
+        numbers, positions, cell, edges, shifts = example
+
+        def run(e, s):
+            batch = AtomsBatch(numbers=numbers, positions=positions, cell=cell.unsqueeze(0),
+                               pbc=torch.ones(1, 3, dtype=torch.bool, device=positions.device),
+                               batch=torch.zeros(len(numbers), dtype=torch.long, device=positions.device),
+                               n_atoms=torch.full((1,), len(numbers), dtype=torch.long, device=positions.device),
+                               edge_index=e, cell_shifts=s, cutoff=model.cutoff)
+            with _uncompiled(model):
+                out = model(batch, forces=True, stress=False, dipole=False)
+            return out["energy"].detach(), out["forces"].detach()
+
+        pad_e = torch.zeros(2, 1, dtype=edges.dtype, device=edges.device)
+        pad_s = torch.as_tensor(self._pad_shift, dtype=shifts.dtype, device=shifts.device).view(1, 3)
+        base = run(edges, shifts)
+        more = run(torch.cat([edges, pad_e], dim=1), torch.cat([shifts, pad_s]))
+        tol = 1e-4 if positions.dtype == torch.float32 else 1e-10
+        for a, b in zip(base, more):
+            if not torch.allclose(a, b, rtol=tol, atol=tol):
+                raise ValueError("pairs beyond the cutoff change this model's energy or forces (no envelope on some edge term)")
+
+    def _closest(self, distances: torch.Tensor) -> None:
+        """The closest pair within the pair cutoff, kept on the evaluator; atoms closer than
+        :data:`~localframe.data.convert.MIN_DISTANCE` raise :class:`InputError`."""
+        d = distances.detach().to("cpu", torch.float64).numpy()[: self._raw[0].shape[1]]
+        k = int(d.argmin()) if len(d) else -1
+        if k < 0 or d[k] >= self.evaluator.neighbors.cutoff:
+            self.evaluator.closest = (-1, -1, float("inf"))
+            return
+        i, j = (int(x) for x in self._raw[0][:, k])
+        self.evaluator.closest = (i, j, float(d[k]))
+        if d[k] < MIN_DISTANCE:
+            raise InputError(f"atoms {i} and {j} are {d[k]:.3g} Å apart (closer than {MIN_DISTANCE} Å)")
