@@ -137,6 +137,33 @@ def test_report_keeps_what_is_outside_its_markers(tmp_path):
     assert fresh.read_text().startswith("# Benchmarks") and report.START in fresh.read_text()
 
 
+def test_speed_table_divides_by_the_references_of_the_verdict_table(tmp_path, monkeypatch):
+    """The ratio columns come from verdicts.SPEED_REFERENCES (data, not report code): with hand-built
+    throughputs each cell is this row's over the reference's, a row without timings gets blank cells."""
+    from localframe.bench import verdicts
+
+    monkeypatch.setattr(report, "speed_figure", lambda speed, path: None)
+    monkeypatch.setattr(report, "SPEED_REFERENCES", (("ref_a", "A"), ("ref_b", "B")))
+    assert verdicts.SPEED_REFERENCES[0][0] == "schnet" and all(len(pair) == 2 for pair in verdicts.SPEED_REFERENCES)
+
+    def row(model, train, infer):
+        return {"model": model, "workload": "w", "parameters": 10,
+                "train": {"structures_per_s": train}, "infer": {"atom_steps_per_s": infer}}
+
+    workload = {"description": "d", "train_structures": 1, "train_atoms": 2, "train_pairs": 3, "infer_structures": 1,
+                "infer_atoms": 2, "infer_pairs": 3, "neighbor_list_s": 0.001, "source": "s"}
+    results = {"speed": {"workloads": {"w": workload},
+                         "results": [row("ref_a", 10.0, 100.0), row("ref_b", 20.0, 400.0), row("m", 30.0, 200.0),
+                                     {"model": "gone", "workload": "w", "skipped": "not installed"}]}}
+    lines = report._speed(results, tmp_path / "benchmarks.md")
+    header = next(line for line in lines if line.startswith("| model"))
+    assert header.endswith("| train × A | train × B | infer × A | infer × B |")
+    cells = next(line for line in lines if line.startswith("| m |")).strip("|").split("|")
+    assert [float(c) for c in cells[-4:]] == [3.0, 1.5, 2.0, 0.5]  # 30/10, 30/20, 200/100, 200/400
+    gone = next(line for line in lines if line.startswith("| gone |")).strip("|").split("|")
+    assert len(gone) == len(header.strip("|").split("|")) and [c.strip() for c in gone[-4:]] == [""] * 4
+
+
 def test_unknown_model_or_suite_is_an_input_error(tmp_path, capsys):
     assert cli.main(["bench", "--models", "nonsense", "--report-only", "--out", str(tmp_path)]) == cli.EXIT_INPUT
     assert "nonsense" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 Each entry of :data:`TARGETS` names a kind of check and its figures (models, references, thresholds);
 :func:`targets` measures every entry on the results and says met, missed, a qualified verdict, or
 "not measured". A new target of a known kind is one more entry; no model name is written in code.
+:data:`SPEED_REFERENCES` names the models the speed tables compare every model with.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ TARGETS: list[tuple[str, dict[str, Any]]] = [
     ("faster_than_xtb", dict(from_atoms=21)),
     ("speedup_over_xtb", dict(factor=100.0, atoms=(900, 1100))),
 ]
+
+#: The rows every speed table divides each model's throughput by, as (registry name, display name): the
+#: report's ratio columns "train × <display name>" and "infer × <display name>", in this order.
+SPEED_REFERENCES: tuple[tuple[str, str], ...] = (("schnet", "our SchNet"), ("pyg_schnet", "PyG SchNet"))
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, str]]:
