@@ -129,6 +129,11 @@ class _ChunkedSum(torch.autograd.Function):
         return (None, *out, *[next(param_grads) if n else None for n in need[n_in:]])
 
 
+@torch.compiler.disable  # a compiled representation (torch.compile) runs the chunk loop eagerly
+def _chunked_sum(spec, *tensors):
+    return _ChunkedSum.apply(spec, *tensors)
+
+
 class Pairs:
     """The pairs of one call (``edge_index`` (2, E), ``n_nodes`` atoms) and their per-pair features.
 
@@ -197,7 +202,7 @@ class Pairs:
             return message(feats, rest[:n_centre], rest[n_centre:])
 
         spec = (run, tuple(kinds), self.edge_index, self.n_nodes, self.chunk, self.params)
-        return _ChunkedSum.apply(spec, *tensors, *self.params)
+        return _chunked_sum(spec, *tensors, *self.params)
 
 
 def given(previous, edges, centre, neighbour):
