@@ -11,7 +11,9 @@ from ase.build import bulk
 from ase.md.verlet import VelocityVerlet
 
 from localframe import fast
-from localframe.calculator import Calculator
+from ase.calculators.calculator import compare_atoms
+
+from localframe.calculator import Calculator, atoms_changes
 from localframe.errors import InputError
 from localframe.inference import Evaluator
 from localframe.models.atomistic import AtomisticModel
@@ -163,3 +165,21 @@ def test_compiled_fixed_graph_equals_eager(lf):
     calc = Calculator(model, dtype="float64", skin=0.5, compile=True)
     assert md_against_eager(calc, model, lf.ethanol(), steps=20, skin=0.5) < 1e-10
     assert calc.evaluator.fast.available and calc.neighbor_builds >= 2
+
+
+def test_atoms_changes_equal_ase_compare_atoms(lf):
+    """The calculator's cheap change detection lists what ASE's compare_atoms lists."""
+    base = lf.ethanol()
+    variants = [base.copy() for _ in range(7)]
+    variants[1].positions[0, 0] += 0.01
+    variants[2].positions[0, 0] += 1e-16  # within ASE's tolerance
+    variants[3].set_initial_charges(np.ones(len(base)))
+    variants[4].pbc = [True, False, False]
+    variants[5].cell = np.eye(3)
+    variants[6].set_initial_magnetic_moments(np.zeros(len(base)))
+    others = [*variants, bulk("Si"), lf.sf6()]
+    for old in (base, variants[3]):
+        for new in others:
+            assert sorted(atoms_changes(old, new)) == sorted(compare_atoms(old, new))
+    assert atoms_changes(base, variants[1], ignored=("positions",)) == []
+    assert sorted(atoms_changes(None, base)) == sorted(compare_atoms(None, base))

@@ -121,14 +121,17 @@ class Calculator(_AseCalculator):
         self.evaluator.bonds = None if atoms is None else bond_graph(atoms.numbers, atoms.positions)
 
     def check_state(self, atoms, tol=1e-15):
-        """ASE's system changes, plus a change of the total charge ``atoms.info["charge"]``."""
-        changes = super().check_state(atoms, tol)
+        """ASE's system changes (those of ``ase.calculators.calculator.compare_atoms``, found without
+        its per-call cost, which is a large part of an MD step of a small molecule), plus a change
+        of the total charge ``atoms.info["charge"]``."""
+        changes = atoms_changes(self.atoms, atoms, tol, self.ignored_changes)
         if self.atoms is not None and atoms.info.get("charge") != self.atoms.info.get("charge"):
             changes.append("charge")
         return changes
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
+        if atoms is not None and (self.atoms is None or self.check_state(atoms)):
+            super().calculate(atoms, properties, system_changes)  # a copy; get_property has usually just made one
         atoms = self.atoms
         periodic, fully_periodic = bool(atoms.pbc.any()), bool(atoms.pbc.all())
         if any(p in ("stress", "stress_std") for p in properties) and not fully_periodic:
@@ -159,6 +162,30 @@ class Calculator(_AseCalculator):
         See :func:`localframe.inference.evaluate_many` for all keys (stress, committee spreads).
         """
         return evaluate_many(self.evaluator, atoms_list, batch_size=batch_size, stress=stress)
+
+
+def atoms_changes(old: Atoms | None, new: Atoms, tol: float = 1e-15, ignored=()) -> list[str]:
+    """The properties of ``all_changes`` that differ between ``old`` and ``new`` by more than ``tol``
+    (absolute; arrays of another shape, or present in one only, differ): ASE's ``compare_atoms``."""
+    if old is None:
+        return list(all_changes)
+    changes = [name for name, a, b in (("cell", old.cell.array, new.cell.array), ("pbc", old.pbc, new.pbc))
+               if name not in ignored and not _close(a, b, tol)]
+    for name in all_changes:
+        if name in ("cell", "pbc") or name in ignored:
+            continue
+        a, b = old.arrays.get(name), new.arrays.get(name)
+        if (a is None) != (b is None) or (a is not None and not _close(a, b, tol)):
+            changes.append(name)
+    return changes
+
+
+def _close(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    if a.shape != b.shape:
+        return False
+    if np.array_equal(a, b):
+        return True
+    return a.dtype != bool and bool(np.abs(a - b).max() <= tol)
 
 
 def _voigt(s: np.ndarray) -> np.ndarray:
