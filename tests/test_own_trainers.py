@@ -62,6 +62,7 @@ def test_epoch_seconds_from_the_last_call_of_the_log(tmp_path):
                    "2026-01-01 00:01:12.500 INFO: Epoch 0: head: Default, loss=1.0\n"
                    "2026-01-01 00:01:25.000 INFO: Epoch 1: head: Default, loss=1.0\n")
     assert own.epoch_seconds(log) == pytest.approx(12.5)
+    assert own.epochs_done(log) == 3
 
 
 @pytest.mark.slow

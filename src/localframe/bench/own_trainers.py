@@ -30,14 +30,16 @@ Budget: ``mace_run_train`` has no time limit, and its schedule (stage two from a
 number of epochs. The runner therefore trains one epoch first, times the call (t₁) and the epoch in
 it (t_e, from the time stamps of MACE's log), then restarts from that checkpoint
 (``--restart_latest``) for N = max(1, ⌊(B − t₁ − (t₁ − t_e))/t_e⌋) more epochs with stage two from
-epoch ⌈0.8 N⌉, B the budget (:func:`epochs_for`; the second call pays the start-up and final
-evaluation t₁ − t_e again). The process
-is also killed at 1.1 B as a safety net; its best checkpoint is then turned into a model by one more
-call that trains no epoch. Everything ``mace_run_train`` does is on the clock (its validation after
-every epoch, on the 50 validation structures, included), unlike localframe's rows, whose budget counts
-training steps only. MACE saves the EMA weights at its best validation point and, with stage two, a
-second model: both are evaluated on the validation structures and the one with the lower error
-(the suite's selection metric) is tested.
+epoch ⌈0.8 N⌉ of that call, B the budget (:func:`epochs_for`; the second call pays the start-up
+and closing work t₁ − t_e again). The process is also killed at 1.1 B as a safety net; its best
+checkpoint is then turned into a model by one more call that trains no epoch (off the clock).
+Everything ``mace_run_train`` does is on the clock (start-up, data loading, its validation after
+every epoch on the validation structures, saving and compiling the model), unlike localframe's
+rows, whose budget counts training steps only; its closing error tables are skipped
+(``--skip_evaluate_heads=Default``, ``--plot=False``): the suite evaluates the model itself.
+MACE saves the EMA weights at its best validation point and, with stage two, a second model: both
+are evaluated on the validation structures and the one with the lower error (the suite's
+selection metric) is tested.
 """
 
 from __future__ import annotations
@@ -208,6 +210,12 @@ def epochs_for(budget_s: float, first_call_s: float, epoch_s: float) -> tuple[in
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) INFO: (.*)$")
 
 
+def epochs_done(log_path: Path) -> int:
+    """Epochs MACE finished in all calls logged to ``log_path`` (its "Epoch N:" lines)."""
+    text = log_path.read_text(errors="replace")
+    return len(re.findall(r"^\S+ \S+ INFO: Epoch \d+:", text, flags=re.M))
+
+
 def epoch_seconds(log_path: Path) -> float | None:
     """Seconds from "Started training" to the first "Epoch" line of the last call in MACE's log."""
     from datetime import datetime
@@ -243,7 +251,7 @@ def mace_train(recipe: Recipe, files: dict[str, Path], workdir: Path, budget_s: 
     base = [program, f"--name=model", f"--seed={seed}", f"--train_file={files['train']}",
             f"--valid_file={files['val']}", f"--energy_key={ENERGY_KEY}", f"--forces_key={FORCES_KEY}",
             "--model_dir=.", "--checkpoints_dir=checkpoints", "--log_dir=logs", "--results_dir=results",
-            "--plot=False", *flags({k: v for k, v in recipe.settings.items() if k != "stage_two"})]
+            "--plot=False", "--skip_evaluate_heads=Default", *flags({k: v for k, v in recipe.settings.items() if k != "stage_two"})]
     logfile = workdir / "train.log"
     if epochs is not None:
         code, wall = run_program(base + [f"--max_num_epochs={epochs}"], logfile, None, threads)
@@ -266,7 +274,7 @@ def mace_train(recipe: Recipe, files: dict[str, Path], workdir: Path, budget_s: 
         code, _ = run_program(base + two + [f"--max_num_epochs={latest}", "--restart_latest"], logfile, None, threads)
     if code != 0:
         raise RuntimeError(f"{recipe.program} exited with {code}: {_tail(logfile)}")
-    return {"epochs": 1 + more, "stage_two_from": stage_two, "first_call_s": round(first, 1), "epoch_s": round(epoch, 1),
+    return {"epochs": epochs_done(logfile), "epochs_planned": 1 + more, "stage_two_from": stage_two, "first_call_s": round(first, 1), "epoch_s": round(epoch, 1),
             "wall_s": round(first + wall, 1), "killed": killed, "models": _models(workdir)}
 
 
