@@ -79,8 +79,8 @@ def benchmark(
     be per system (dicts; missing systems get 50, 3 and 5); ``xtb_steps``/``xtb_repeats`` default to
     them, and xTB gets one warm-up step. Each timed run starts from the same structure after the
     warm-up run (compilation happens there) and counts only its steps, not the first force call;
-    the runs of the localframe variants are interleaved (variant 1, 2, ..., 1, 2, ...), so that a
-    change in machine load biases none of them.
+    the runs of the localframe variants and of GFN2-xTB are interleaved (variant 1, 2, ..., xTB, 1, 2,
+    ..., xTB, ...), so that a change in machine load biases none of them.
     ``threads`` sets ``torch.set_num_threads`` (default: unchanged). Guards are off (benchmark
     structures and an off-domain model may heat up). Returns one row per (system, engine) with
     ``system``, ``atoms``, ``engine``, ``compile``, ``skin``, ``steps``, ``steps_per_second``
@@ -118,18 +118,25 @@ def benchmark(
             calc = Calculator(models, dtype=dtype, skin=skin, compile=compiled)
             run_md(calc, atoms, "nve", temperature, timestep, w, **unguarded)  # warm-up; compiles
             engines.append((f"localframe {'compiled' if compiled else 'eager'}, skin {skin:g} Å", compiled, skin, calc, []))
-        for k in range(r):  # interleaved: a change of machine load affects every variant alike
-            for _, _, _, calc, runs in engines:
+        n_xtb = per(steps if xtb_steps is None else xtb_steps, name, 50)
+        r_xtb = per(repeats if xtb_repeats is None else xtb_repeats, name, 3) if name in xtb_names else 0
+        if r_xtb:
+            from localframe.reference.xtb import tblite_threads
+
+            with _xtb_calculator(atoms) as xtb_calc:
+                run_md(xtb_calc, atoms, "nve", temperature, timestep, 1, **unguarded)
+        xtb_runs: list[float] = []
+        for k in range(max(r, r_xtb)):  # interleaved: a change of machine load affects every engine alike
+            for _, _, _, calc, runs in engines if k < r else ():
                 runs.append(run_md(calc, atoms, "nve", temperature, timestep, n, seed=k, **unguarded)["steps_per_second"])
+            if k < r_xtb:
+                with tblite_threads():
+                    xtb_runs.append(run_md(xtb_calc, atoms, "nve", temperature, timestep, n_xtb, seed=k,
+                                           **unguarded)["steps_per_second"])
         for label, compiled, skin, _, runs in engines:
             record(name, atoms, label, compiled, skin, n, runs)
-        if name in xtb_names:
-            n_xtb = per(steps if xtb_steps is None else xtb_steps, name, 50)
-            with _xtb_calculator(atoms) as calc:
-                run_md(calc, atoms, "nve", temperature, timestep, 1, **unguarded)
-                runs = [run_md(calc, atoms, "nve", temperature, timestep, n_xtb, seed=k, **unguarded)["steps_per_second"]
-                        for k in range(per(repeats if xtb_repeats is None else xtb_repeats, name, 3))]
-            record(name, atoms, "GFN2-xTB", False, 0.0, n_xtb, runs)
+        if r_xtb:
+            record(name, atoms, "GFN2-xTB", False, 0.0, n_xtb, xtb_runs)
     return rows
 
 
