@@ -34,10 +34,13 @@ returns the mean and the spread across members, with population standard deviati
 
 Compiled path
 -------------
-``compile=True`` wraps each model's representation (the message passing, where nearly all the
-time goes) in ``torch.compile(dynamic=True)``; the energy head, the autograd forces and stress stay
-eager. Shapes (atoms, pairs) change every MD step, so the graph is compiled with symbolic sizes
-once instead of once per shape. Requires a C++ compiler for the inductor backend on CPU.
+``compile=True`` evaluates energy and forces of one structure (the MD and relaxation call)
+through a fixed graph, :mod:`localframe.fast`: the forward and its backward traced into one
+compiled graph for the structure's atom count and a padded pair count, fed from preallocated
+tensors. Everything else (stress, dipoles, batches, SPE models, or where tracing or compiling
+fails) goes through each model's representation wrapped in ``torch.compile(dynamic=True)``, with
+the energy head, the autograd forces and stress eager; shapes (atoms, pairs) change from call to
+call, so that graph is compiled with symbolic sizes. Both need a C++ compiler for Inductor on CPU.
 """
 
 from __future__ import annotations
