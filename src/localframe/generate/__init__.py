@@ -4,5 +4,6 @@
 ``tables`` (the scorers' bond and valency tables), ``metrics`` (``localframe generate evaluate``),
 ``schedule`` (EDM's noise schedule), ``edm`` and ``flow`` (the two processes behind one interface,
 ``process``), ``denoiser`` (any representation of :mod:`localframe.models` as a denoiser),
-``train`` and ``sample`` (what the CLI calls).
+``train`` and ``sample`` (what the CLI calls), ``inpaint`` (completing a fixed fragment, guided
+sampling) and ``separation`` (the bonded minimum distance: projection, penalty, metric).
 """
