@@ -123,3 +123,29 @@ def test_replicas_restart_from_their_own_files(lf, tmp_path):
         assert result["replicas"][r]["first_step"] == 4
         np.testing.assert_allclose(frames[2].positions, ends[r].positions)
     assert not np.allclose(ends[0].positions, ends[1].positions)
+
+
+def test_pair_budget_splits_the_pass_not_the_results(lf):
+    """max_pairs smaller than the replicas' pairs: several model passes per step, the same trajectories."""
+    model, steps = tiny_model(), 10
+    runs = [run_replicas(Calculator(model, dtype="float64"), lf.ethanol(), 3, steps=steps, progress=False,
+                         max_pairs=budget, **GENTLE) for budget in (None, 100)]
+    for a, b in zip(*(run["replicas"] for run in runs)):
+        np.testing.assert_allclose(a["atoms"].positions, b["atoms"].positions, rtol=0, atol=1e-10)
+    assert runs[0]["model_calls"] == runs[1]["model_calls"] == steps + 1
+
+
+def test_evaluate_together_groups_and_failures(lf):
+    from localframe.errors import InputError
+    from localframe.inference import Evaluator, evaluate_together
+
+    evaluator = Evaluator(tiny_model(), dtype="float64")
+    good, bad = lf.ethanol(), squeezed(lf.ethanol())
+    bad.positions[3] = bad.positions[0] + [0.05, 0.0, 0.0]  # closer than 0.1 Å: the converter refuses it
+    alone = evaluator(good)
+    for budget in (None, 50, 10_000):
+        results = evaluate_together([evaluator.fork() for _ in range(3)], [good, bad, good], max_pairs=budget)
+        assert isinstance(results[1], InputError) and "0.05 Å apart" in str(results[1])
+        for k in (0, 2):
+            np.testing.assert_allclose(results[k]["forces"], alone["forces"], rtol=0, atol=1e-12)
+            assert results[k]["energy"] == pytest.approx(alone["energy"], abs=1e-12)

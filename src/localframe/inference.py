@@ -279,9 +279,11 @@ PER_ATOM = ("forces", "forces_std", "charges")
 
 
 def evaluate_together(evaluators: Sequence[Evaluator], structures: Sequence[Atoms], stress: bool = False,
-                      dipole: bool = False) -> list[dict[str, np.ndarray] | InputError]:
+                      dipole: bool = False, max_pairs: int | None = None) -> list[dict[str, np.ndarray] | InputError]:
     """Structure k through ``evaluators[k]``'s pair list, all of them in one forward (and backward)
     pass per committee member; the evaluators share their models (:meth:`Evaluator.fork`).
+    ``max_pairs``: at most this many pairs per pass (consecutive structures, at least one per
+    pass); None: one pass for all.
 
     Returns, per structure, what :meth:`Evaluator.__call__` returns for it alone, or the
     :class:`InputError` its conversion raised (an unusable structure fails alone; the others are
@@ -298,16 +300,28 @@ def evaluate_together(evaluators: Sequence[Evaluator], structures: Sequence[Atom
         batches.append(batch)
         distances.append(pair_distances)
         done.append(k)
-    if not done:
-        return results
-    batch = batches[0] if len(batches) == 1 else AtomsBatch.collate(batches)
-    pair_distances = distances[0] if len(distances) == 1 else torch.cat(distances)
-    head = evaluators[done[0]]
-    outputs = [model(restrict(batch, pair_distances, cutoff), forces=True, stress=stress, dipole=dipole)
-               for model, cutoff in zip(head.models, head.cutoffs)]
-    for k, result in zip(done, split(combine(outputs), batch.n_atoms.cpu().numpy())):
-        results[k] = result
+    models, cutoffs = (evaluators[done[0]].models, evaluators[done[0]].cutoffs) if done else ((), ())
+    for group in _groups([len(d) for d in distances], max_pairs):
+        batch = batches[group[0]] if len(group) == 1 else AtomsBatch.collate([batches[g] for g in group])
+        pair_distances = distances[group[0]] if len(group) == 1 else torch.cat([distances[g] for g in group])
+        outputs = [model(restrict(batch, pair_distances, cutoff), forces=True, stress=stress, dipole=dipole)
+                   for model, cutoff in zip(models, cutoffs)]
+        for g, result in zip(group, split(combine(outputs), batch.n_atoms.cpu().numpy())):
+            results[done[g]] = result
     return results
+
+
+def _groups(pairs: list[int], max_pairs: int | None) -> list[list[int]]:
+    """Consecutive indices of ``pairs`` in groups of at most ``max_pairs`` pairs (at least one each)."""
+    groups: list[list[int]] = []
+    total = 0
+    for k, n in enumerate(pairs):
+        if not groups or (max_pairs is not None and total + n > max_pairs):
+            groups.append([])
+            total = 0
+        groups[-1].append(k)
+        total += n
+    return groups
 
 
 def split(result: dict[str, np.ndarray], n_atoms: np.ndarray) -> list[dict[str, np.ndarray]]:

@@ -4,7 +4,9 @@ Replica r is a whole :func:`~localframe.md.run_md` — ASE's integrator with its
 state, its own random stream (seed + r), its own guards, trajectory and log — running in a thread
 of its own. Its calculator does not call the model: a call waits until every running replica has
 asked for its forces, and the last one to ask evaluates all of them in one forward and backward
-pass (:func:`localframe.inference.evaluate_together`, each structure on its own pair list). So
+pass (:func:`localframe.inference.evaluate_together`, each structure on its own pair list; more
+than :data:`MAX_PAIRS` pairs in all go in several passes, as larger ones run slower per pair on a
+CPU). So
 every replica does exactly the arithmetic of a single ``run_md`` with its seed; only the round-off
 of the batched model sums can differ (tested: float64, 50 steps, positions and velocities equal
 separate runs to 1e-10, Langevin NVT and NVE).
@@ -42,21 +44,28 @@ def replica_path(path: str | os.PathLike | None, replica: int, replicas: int) ->
     return path.with_name(f"{path.stem}_r{replica:0{max(3, len(str(replicas - 1)))}d}{path.suffix}")
 
 
+#: pairs per model pass (LEFTNet, one CPU thread: cost per structure flat up to ~10k pairs, 2.5x at 20k)
+MAX_PAIRS = 8192
+
+
 def run_replicas(calculator, structures: Atoms | Sequence[Atoms], replicas: int, traj=None, log=None,
-                 seed: int = 0, progress: bool = True, **options) -> dict:
+                 seed: int = 0, progress: bool = True, max_pairs: int | None = MAX_PAIRS, **options) -> dict:
     """Run ``replicas`` independent trajectories of :func:`~localframe.md.run_md` in lockstep, one
     batched model call for all of them per force evaluation (see the module).
 
     ``calculator``: a :class:`localframe.Calculator` (its models and options are shared);
     ``structures``: one structure or several (replica r starts from ``structures[r % M]``);
-    ``traj``/``log``: file names that get the replica number (:func:`replica_path`); ``options``:
+    ``traj``/``log``: file names that get the replica number (:func:`replica_path`); ``max_pairs``:
+    the pairs of one model pass (more replicas than fit go in several passes; None: always one);
+    ``options``:
     those of ``run_md`` (ensemble, temperature, timestep, steps, ...). Returns ``replicas`` (each
     replica's ``run_md`` summary with ``replica``, ``seed``, ``traj``, ``log``, and ``stopped``: its
     one-line message or None), ``stopped`` (the messages), ``replica_steps`` (steps of all
     replicas), ``steps_per_second`` (replica-steps per second of the step loop), ``wall_seconds``,
     ``steps_per_cpu_second`` and ``cpu_seconds`` (the same per second of processor time: all replicas
     share one process)
-    ``model_calls`` (the batched calls, the first evaluation included) and ``model_seconds`` (the
+    ``model_calls`` (the batched evaluations of all replicas, the first included; each in passes of
+    at most ``max_pairs`` pairs) and ``model_seconds`` (the
     time of those after the first: pair lists, conversion, the model's forward and backward pass).
     """
     if not isinstance(calculator, Calculator):
@@ -66,7 +75,9 @@ def run_replicas(calculator, structures: Atoms | Sequence[Atoms], replicas: int,
     starts = [structures] if isinstance(structures, Atoms) else list(structures)
     if not starts:
         raise InputError("no starting structure for the replicas")
-    lockstep = Lockstep(calculator.evaluator, replicas)
+    if max_pairs is not None:
+        max_pairs = checks.count("max_pairs", max_pairs)
+    lockstep = Lockstep(calculator.evaluator, replicas, max_pairs)
     done = [0] * replicas
     summaries: list[dict | None] = [None] * replicas
     errors: list[BaseException] = []
@@ -118,11 +129,12 @@ class Lockstep:
     """Calculators for ``n`` replicas whose model calls are gathered into one batched call.
 
     A call waits until every replica still running has called (or ended); the last caller runs
-    :func:`~localframe.inference.evaluate_together` for all waiting ones, in replica order.
+    :func:`~localframe.inference.evaluate_together` for all waiting ones, in replica order, in
+    passes of at most ``max_pairs`` pairs.
     """
 
-    def __init__(self, evaluator, n: int):
-        self.evaluator = evaluator
+    def __init__(self, evaluator, n: int, max_pairs: int | None = None):
+        self.evaluator, self.max_pairs = evaluator, max_pairs
         self.turns = [_Turn(self, r) for r in range(n)]
         self.running = n
         self.calls = 0
@@ -171,7 +183,8 @@ class Lockstep:
         stress, dipole = any(c[1] for c in calls), any(c[2] for c in calls)
         started = time.perf_counter()
         try:
-            answers = evaluate_together([self.turns[r] for r in order], [c[0] for c in calls], stress, dipole)
+            answers = evaluate_together([self.turns[r] for r in order], [c[0] for c in calls], stress, dipole,
+                                        self.max_pairs)
         except Exception as err:  # the model failed (e.g. a non-finite input); each replica words it
             answers = [err] * len(order)
         if self.calls:  # the step loop's calls: the first evaluation is not timed, as in run_md's wall_seconds
