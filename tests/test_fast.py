@@ -133,7 +133,8 @@ def test_falls_back_when_compiling_fails(lf, monkeypatch):
 
     monkeypatch.setattr(fast, "FixedGraph", broken)
     model = lf.build_model("painn", cutoff=3.0)
-    calc, eager = Calculator(model, dtype="float64", compile=True), Calculator(model, dtype="float64")
+    calc, eager = Calculator(model, dtype="float64"), Calculator(model, dtype="float64")
+    calc.evaluator.fast = fast.FastPath(calc.evaluator)  # as compile=True sets it, without compiling the fall-back
     atoms = lf.ethanol()
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
         forces = calc.get_forces(atoms)

@@ -39,6 +39,8 @@ from localframe.errors import InputError
 
 __all__ = ["FixedGraph", "FastPath", "padded_pairs"]
 
+#: Inductor options of the fixed graph (its inputs are ours, with fixed sizes and strides: no size asserts)
+INDUCTOR_OPTIONS = {"size_asserts": False}
 PAD_MARGIN = 1.25  # capacity K = this × the first pair count (rounded up to 8), at most N(N−1) without periodicity
 
 
@@ -99,10 +101,9 @@ class FixedGraph:
         with _uncompiled(model), torch.no_grad():
             self.traced = make_fx(energy_forces)(*example)
         self.function = self.traced
-        if compile:
-            import torch._inductor as inductor
-
-            self.function = inductor.compile(self.traced, example)
+        if compile:  # through Dynamo (not torch._inductor.compile directly), so that Inductor's FX graph cache serves reruns
+            self.function = torch.compile(self.traced, dynamic=False, fullgraph=True, options=dict(INDUCTOR_OPTIONS))
+            self.function(*example)
 
     def __call__(self, positions, cell, edges, shifts):
         return self.function(*self.inputs, positions, cell, edges, shifts)
@@ -150,6 +151,9 @@ class FastPath:
             return None
         outputs = [graph(self._positions, self._cell_t, self._edges, self._shifts) for graph in self.graphs]
         self._closest(outputs[0][2])
+        if len(outputs) == 1:  # one model: its own numbers (the committee mean of one, without the stacking)
+            energy, forces, _ = outputs[0]
+            return {"energy": energy.to("cpu", torch.float64).numpy()[0], "forces": forces.to("cpu", torch.float64).numpy()}
         from localframe.inference import combine
 
         result = combine([{"energy": e, "forces": f} for e, f, _ in outputs])
