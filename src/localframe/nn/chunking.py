@@ -16,7 +16,8 @@ evaluates them in one of two ways, with the same arithmetic:
   the per-atom inputs back with ``index_add`` (O(pairs in the chunk), never a dense (atoms × channels)
   gradient per chunk). Only the per-atom inputs and outputs of each sum are kept, so peak memory grows
   as atoms × channels plus one chunk's intermediates; the features are recomputed in every sum and the
-  forward of every chunk runs twice (about 1.3–1.6× the time).
+  forward of every chunk runs twice. Measured on 1,000 Si atoms, one thread: LEFTNet 1.3× the CPU time of
+  the path at once (cold call), PaiNN 0.7× (warm; small tensors stay in cache and need no fresh pages).
 
 The chunked backward is not itself differentiable: training on forces (``create_graph=True``) uses the
 path at once. :func:`chunk_size` is the rule the models apply: chunks in eval mode when there are more
