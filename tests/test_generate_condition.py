@@ -106,3 +106,6 @@ def test_regressor_prediction_is_invariant_and_checks_the_target():
     np.testing.assert_allclose(predict(regressor, moved, "alpha"), predict(regressor, mols, "alpha"), rtol=1e-9)
     with pytest.raises(Exception, match="not 'gap'"):
         predict(regressor, mols, "gap")
+    overlapping = Molecule([6, 1], [[0, 0, 0], [0.05, 0, 0]])  # refused by the input check: NaN, not an error
+    values = predict(regressor, [mols[0], overlapping, mols[1]], "alpha")
+    assert np.isnan(values[1]) and np.allclose(values[[0, 2]], predict(regressor, mols, "alpha"), rtol=1e-12)

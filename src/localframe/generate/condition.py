@@ -7,7 +7,9 @@ takes its training and validation molecules from the training split after its fi
 regressor φ never sees the generator's molecules, nor the generator the regressor's. Then:
 
 - **generated**: MAE = mean_k |φ(x_k) − c_k| over the generated molecules x_k, each sampled for a
-  requested property c_k (the SDF's data item of that name);
+  requested property c_k (the SDF's data item of that name); a molecule with two atoms closer than
+  :data:`localframe.data.convert.MIN_DISTANCE` (0.1 Å), which the regressor's input check refuses,
+  is left out and counted (``n_rejected``);
 - **random** (upper bound): φ on real molecules of the generator's half against their properties
   *shuffled*, mean_k |φ(x_k) − c_π(k)|;
 - **number of atoms**: the property predicted from the atom count alone,
@@ -51,21 +53,29 @@ def atom_count_mae(n_fit, c_fit, n_eval, c_eval) -> float:
 
 
 def predict(regressor, molecules: list[Molecule], name: str, batch_size: int = 64) -> np.ndarray:
-    """φ(x) for each molecule: the regressor's scalar target ``name`` (its units)."""
+    """φ(x) for each molecule: the regressor's scalar target ``name`` (its units); NaN for a molecule
+    with atoms closer than ``MIN_DISTANCE`` (refused as corrupt input)."""
     from ase import Atoms
 
-    from localframe.data.convert import AtomsConverter
+    from localframe.data.convert import MIN_DISTANCE, AtomsConverter
 
     if name not in regressor.targets:
         raise InputError(f"the condition model predicts {', '.join(regressor.targets) or 'no scalar target'}, not {name!r}")
     dtype = next(regressor.parameters()).dtype
     converter = AtomsConverter(regressor.cutoff, dtype)
-    out = []
+    accepted = [k for k, m in enumerate(molecules) if _closest(m.positions) >= MIN_DISTANCE]
+    out = np.full(len(molecules), np.nan)
     with torch.no_grad():
-        for start in range(0, len(molecules), batch_size):
-            chunk = [Atoms(numbers=m.numbers, positions=m.positions) for m in molecules[start:start + batch_size]]
-            out.append(regressor(converter(chunk, first_index=start))[name].double().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+        for start in range(0, len(accepted), batch_size):
+            part = accepted[start:start + batch_size]
+            chunk = [Atoms(numbers=molecules[k].numbers, positions=molecules[k].positions) for k in part]
+            out[part] = regressor(converter(chunk, first_index=start))[name].double().numpy()
+    return out
+
+
+def _closest(positions: np.ndarray) -> float:
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    return float(d[np.triu_indices(len(positions), 1)].min()) if len(positions) > 1 else np.inf
 
 
 def evaluate(path: str, regressor_path: str, n_reference: int = 1000, seed: int = 0, hydrogens: bool = True) -> dict:
@@ -87,9 +97,12 @@ def evaluate(path: str, regressor_path: str, n_reference: int = 1000, seed: int 
     c_real = gen_half.properties([name])[:, 0]
     phi_real = predict(regressor, real, name)
     rng = np.random.default_rng(seed)
+    phi = predict(regressor, molecules, name)
+    ok = np.isfinite(phi)
     return {
-        "file": str(path), "property": name, "n_molecules": len(molecules), "n_reference": len(real),
-        "generated": mae(predict(regressor, molecules, name), requested),
+        "file": str(path), "property": name, "n_molecules": len(molecules), "n_rejected": int((~ok).sum()),
+        "n_reference": len(real),
+        "generated": mae(phi[ok], requested[ok]) if ok.any() else None,
         "random": shuffled_mae(phi_real, c_real, rng),
         "n_atoms": atom_count_mae(reg_half.n_atoms, reg_half.properties([name])[:, 0], gen_half.n_atoms, c_real),
         "qm9": mae(phi_real, c_real),
@@ -100,5 +113,6 @@ def render(result: dict) -> str:
     rows = [("generated (requested vs predicted)", result["generated"]), ("random (shuffled properties)", result["random"]),
             ("number of atoms", result["n_atoms"]), ("QM9 (regressor on real molecules)", result["qm9"])]
     width = max(len(r[0]) for r in rows)
-    head = f"{result['property']} MAE, {result['n_molecules']} samples, {result['n_reference']} reference molecules"
-    return "\n".join([head] + [f"{label:<{width}}  {value:.4f}" for label, value in rows])
+    head = (f"{result['property']} MAE, {result['n_molecules']} samples ({result['n_rejected']} left out: atoms "
+            f"closer than 0.1 Å), {result['n_reference']} reference molecules")
+    return "\n".join([head] + [f"{label:<{width}}  {'n/a' if value is None else f'{value:.4f}'}" for label, value in rows])
