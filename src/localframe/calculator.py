@@ -31,8 +31,9 @@ works as for the standard properties.
 
 Options: ``skin`` (Å) reuses the neighbour list between calls while no atom has moved more than
 skin/2 (exactly the same pairs as a fresh list; ``skin=0``, the default, builds a fresh list every
-call, which with vesin on a CPU measured as fast); ``compile=True`` runs the models through ``torch.compile`` (first call slow, later calls
-faster; same results to float32 round-off). :meth:`Calculator.evaluate_many` evaluates many
+call, which with vesin on a CPU measured as fast); ``compile=True`` evaluates energy and forces of one structure through a compiled fixed graph
+(:mod:`localframe.fast`; the first call compiles for minutes, later calls are several times
+faster; same results to round-off) and the rest through ``torch.compile``. :meth:`Calculator.evaluate_many` evaluates many
 structures in batches. The calculator works on its own copies of the models, in eval mode, in the
 requested dtype and on the requested device.
 """
