@@ -258,3 +258,33 @@ def test_forward_equals_the_reference_forward(variant, monkeypatch):
     assert len(new[3]) == len(old[3])
     for a, b in zip(new[3], old[3]):
         assert (a - b).abs().max() <= 1e-10 * max(1.0, b.abs().max())
+
+
+def _se3_with_the_weights_of(e3_model):
+    """The SE(3) model with the weights of an E(3) one; its extra tensorised axis (e₂) starts at zero."""
+    h = e3_model.representation.hidden_channels
+    se3 = models.create("leftnet", **{**base.SMALL, "symmetry": "SE(3)"}).double().eval()
+    state = dict(e3_model.state_dict())
+    for key, value in state.items():
+        if key.startswith("representation.layers.") and ".update.2." in key:  # rows [a₁ a₂ a₃ b₁ b₃] -> [.. b₁ 0 b₃]
+            state[key] = torch.cat([value[: 4 * h], value.new_zeros((h,) + value.shape[1:]), value[4 * h :]])
+    se3.load_state_dict(state, strict=True)
+    return se3
+
+
+def test_parity_modes_agree_on_a_planar_molecule():
+    """In a planar molecule (z = 0) every pair vector, centroid and feature vector lies in the plane, and
+    the pseudovector axis e₂ of every frame is normal to it (or 0), so every e₂ coefficient is 0 and
+    even(0) = 0: E(3) and SE(3) mode (with the same weights) give the same energy and in-plane forces.
+    Out of the plane E(3) mode has the mirror z → −z, so F_z = 0; SE(3) mode has not (its linear response
+    to an e₂ coefficient is kept). A non-planar molecule tells the modes apart. (Seed 3 is one whose
+    random weights give a large benzene energy, through the products of the layers, not the frames.)"""
+    e3 = base.build("leftnet", seed=3)
+    se3 = _se3_with_the_weights_of(e3)
+    flat, bent = molecule("C6H6"), base.rattled(molecule("CH3CH2OH"), 0.05, 1)
+    assert np.abs(flat.positions[:, 2]).max() == 0.0
+    a, b = base.run(e3, flat), base.run(se3, flat)
+    assert abs(a["energy"][0]) > 100.0
+    assert base.rel(b["energy"], a["energy"]) < 1e-12 and base.rel(b["forces"][:, :2], a["forces"][:, :2]) < 1e-12
+    assert np.abs(a["forces"][:, 2]).max() == 0.0
+    assert base.rel(base.run(se3, bent)["energy"], base.run(e3, bent)["energy"]) > 1e-3

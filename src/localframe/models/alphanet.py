@@ -261,9 +261,8 @@ class AlphaNet(Representation):
         self.state_out = nn.Linear(2 * self.chi1, h, bias=False) if readout == "mlp" else None  # W_q
 
     def radial_features(self, previous, edges, centre, neighbour):
-        """(ê_ij, u_ij, φ_ij, h_ij) from the pair vectors and envelopes (step 2)."""
-        vectors, u = edges
-        d = torch.linalg.vector_norm(vectors, dim=-1)
+        """(ê_ij, u_ij, φ_ij, h_ij) from the pair vectors, their lengths d_ij and envelopes (step 2)."""
+        vectors, d, u = edges
         phi = self.radial(d)
         return vectors / d.unsqueeze(-1), u, phi, u.unsqueeze(-1) * self.radial_mlp(phi)
 
@@ -277,9 +276,10 @@ class AlphaNet(Representation):
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         i = edge_index[0]
         n = numbers.shape[0]
-        u = self.envelope(torch.linalg.vector_norm(vectors, dim=-1))
+        d = torch.linalg.vector_norm(vectors, dim=-1)
+        u = self.envelope(d)
         m = neighbour_centroid(vectors, u, i, n)  # 1. frames from the image-corrected neighbour mean
-        pairs = pairs_of(self, edge_index, n).features(self.radial_features, edges=(vectors, u))
+        pairs = pairs_of(self, edge_index, n).features(self.radial_features, edges=(vectors, d, u))
         # 2. embedding, LSE, complex state
         z = self.embed_norm(self.embedding(numbers))
         (e,) = pairs.sum(lambda f, c, nb: (f[3] * nb[0],), neighbour=(self.embed_norm(self.neighbour_embedding(numbers)),))

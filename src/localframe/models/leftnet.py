@@ -241,9 +241,8 @@ class LEFTNet(Representation):
         return m, node_frame(m, p)
 
     def radial_features(self, previous, edges, centre, neighbour):
-        """(ê_ij, u_ij, φ_ij, h_ij) from the pair vectors and envelopes (step 2)."""
-        vectors, u = edges
-        d = torch.linalg.vector_norm(vectors, dim=-1)
+        """(ê_ij, u_ij, φ_ij, h_ij) from the pair vectors, their lengths d_ij and envelopes (step 2)."""
+        vectors, d, u = edges
         phi = self.radial(d)  # subnormals flushed by the basis
         return vectors / d.unsqueeze(-1), u, phi, u.unsqueeze(-1) * self.radial_mlp(phi)
 
@@ -258,9 +257,10 @@ class LEFTNet(Representation):
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         n = numbers.shape[0]
-        u = self.envelope(torch.linalg.vector_norm(vectors, dim=-1))
+        d = torch.linalg.vector_norm(vectors, dim=-1)
+        u = self.envelope(d)
         m, node_fr = self.frames(vectors, u, edge_index, n)
-        pairs = pairs_of(self, edge_index, n).features(self.radial_features, edges=(vectors, u))
+        pairs = pairs_of(self, edge_index, n).features(self.radial_features, edges=(vectors, d, u))
         # 2. embedding: s_i = E(z_i) + Σ_j h_ij ⊙ E′(z_j)
         (e,) = pairs.sum(lambda f, c, nb: (f[3] * nb[0],), neighbour=(self.neighbour_embedding(numbers),))
         s = self.embedding(numbers) + e

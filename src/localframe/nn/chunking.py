@@ -156,7 +156,7 @@ class Pairs:
 
     def _pieces(self, tensors, kinds) -> list[torch.Tensor]:
         i, j = self.edge_index
-        return [_take(t, k, 0, None, i, j) for t, k in zip(tensors, kinds)]
+        return [t if k == EDGE else gather(t, i if k == CENTRE else j) for t, k in zip(tensors, kinds)]  # not t[0:], whose backward copies
 
     def features(self, fn: Callable, edges: Sequence = (), centre: Sequence = (), neighbour: Sequence = ()) -> "Pairs":
         """Add per-pair features ``fn(previous, edges, centre, neighbour) -> tuple``: ``previous`` the
