@@ -5,5 +5,6 @@
 ``schedule`` (EDM's noise schedule), ``edm`` and ``flow`` (the two processes behind one interface,
 ``process``), ``denoiser`` (any representation of :mod:`localframe.models` as a denoiser),
 ``train`` and ``sample`` (what the CLI calls), ``inpaint`` (completing a fixed fragment, guided
-sampling) and ``separation`` (the bonded minimum distance: projection, penalty, metric).
+sampling), ``separation`` (the bonded minimum distance: projection, penalty, metric) and
+``condition`` (EDM's evaluation of a property-conditioned generator).
 """
