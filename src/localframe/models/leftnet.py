@@ -144,13 +144,17 @@ class LEFTLayer(nn.Module):
 
     def step(self, s, v, pairs: Pairs, node_fr):
         """The layer on ``pairs`` whose features are (ê, filter) (:meth:`filter_features`)."""
-        n, h = s.shape
         # 4. message passing
         neighbour = (self.node(s),) if v is None else (self.node(s), v * self.vscale[0])
         ds, dv = pairs.sum(self.message, neighbour=neighbour)
         s = s + ds
         v = dv if v is None else v + dv
-        # 5. frame transition encoding
+        # 5. frame transition encoding; chunked calls keep only its inputs (g_F's (N, H/4, H) activations)
+        return pairs.recompute(self.transition, s, v, node_fr)
+
+    def transition(self, s, v, node_fr):
+        """Step 5 (FTE) on the atoms: (s, v) after the message passing → (s, v) of the next layer."""
+        n, h = s.shape
         U, V = self.uv(v).split(h, dim=-1)
         norm = safe_norm(U, dim=1)
         if self.fte == "none":

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.utils.checkpoint
 from torch.autograd.function import once_differentiable
 
 from localframe.errors import InputError
@@ -177,6 +178,14 @@ class Pairs:
         if self.chunked:
             raise RuntimeError("per-pair features of all pairs are not kept when evaluating in chunks")
         return self._cached
+
+    def recompute(self, fn: Callable, *args):
+        """``fn(*args)``; when chunked, through ``torch.utils.checkpoint`` (non-reentrant), so that the force
+        pass recomputes fn's intermediates instead of keeping them: for per-atom steps whose intermediates
+        are much wider than their inputs and outputs."""
+        if not self.chunked or not torch.is_grad_enabled():
+            return fn(*args)
+        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
 
     def sum(self, message: Callable, centre: Sequence = (), neighbour: Sequence = ()) -> tuple[torch.Tensor, ...]:
         """(y_i, ...) with y_i = Σ_{e: i_e = i} message(features_e, centre[i_e], neighbour[j_e]):
