@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from localframe.generate.process import Batch, Process, centred_noise, remove_mean, size_batch
+from localframe.generate.process import Batch, Process, centred_noise, remove_mean
 from localframe.generate.schedule import alpha_sigma
 
 FEATURE_SCALE = 0.25
@@ -50,33 +50,31 @@ class EDM(Process):
         return (torch.cat([(pred_x - eps_x).pow(2), (pred_h - eps_h).pow(2)], dim=-1).mean()
                 + self.separation_loss(a * x + s * (eps_x - pred_x), batch, alpha))  # α x̂_0 = z_t − σ ε̂
 
-    @torch.no_grad()
-    def sample(self, sizes, steps: int, generator=None, dtype=torch.float32, trajectory=None, condition=None):
-        """Molecules of the given sizes; ``condition`` (B, C) properties in their units for a conditioned model."""
-        if steps < 1:
-            raise ValueError("steps must be at least 1")
-        b, n = size_batch(sizes)
-        x = centred_noise((len(b), 3), b, n, generator, dtype)
-        h = torch.randn((len(b), self.n_features), generator=generator, dtype=dtype)
-        c = self.normalise(condition, dtype) if self.conditions else None
-        grid = torch.linspace(1.0, 0.0, steps + 1, dtype=dtype)
-        for t, s in zip(grid[:-1], grid[1:]):
-            tt = t.expand(n)
-            eps_x, eps_h = self.predict(x, h, tt, b, c)
-            (a_t, sig_t), (a_s, sig_s) = alpha_sigma(t), alpha_sigma(s)
-            a_ts = a_t / a_s
-            var_ts = sig_t**2 - a_ts**2 * sig_s**2
-            x = x / a_ts - var_ts / (a_ts * sig_t) * eps_x
-            h = h / a_ts - var_ts / (a_ts * sig_t) * eps_h
-            std = (var_ts.clamp(min=0).sqrt() * sig_s / sig_t)
-            x = remove_mean(x, b, n) + std * centred_noise(x.shape, b, n, generator, dtype)
-            h = h + std * torch.randn(h.shape, generator=generator, dtype=dtype)
-            if trajectory is not None:
-                trajectory.append(x.clone())
-        # t = 0: the clean estimate
-        a0, s0 = alpha_sigma(torch.zeros((), dtype=dtype))
-        eps_x, eps_h = self.predict(x, h, torch.zeros(n, dtype=dtype), b, c)
+    def start(self, b, n, generator, dtype):
+        return {"x": centred_noise((len(b), 3), b, n, generator, dtype),
+                "h": torch.randn((len(b), self.n_features), generator=generator, dtype=dtype)}
+
+    def grid(self, steps, dtype):
+        return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype)
+
+    def step(self, state, t, s, b, n, generator, condition=None):
+        """Ancestral step t → s of the module docstring (fresh noise from ``generator``)."""
+        x, h = state["x"], state["h"]
+        eps_x, eps_h = self.predict(x, h, t.expand(n), b, condition)
+        (a_t, sig_t), (a_s, sig_s) = alpha_sigma(t), alpha_sigma(s)
+        a_ts = a_t / a_s
+        var_ts = sig_t**2 - a_ts**2 * sig_s**2
+        std = var_ts.clamp(min=0).sqrt() * sig_s / sig_t
+        x = remove_mean(x / a_ts - var_ts / (a_ts * sig_t) * eps_x, b, n) + std * centred_noise(x.shape, b, n, generator, x.dtype)
+        h = h / a_ts - var_ts / (a_ts * sig_t) * eps_h + std * torch.randn(h.shape, generator=generator, dtype=h.dtype)
+        return {"x": x, "h": h}
+
+    def finish(self, state, b, n, condition=None):
+        """The clean estimate (z_0 − σ_0 ε̂) / α_0; types and charges the argmax of their blocks."""
+        x, h = state["x"], state["h"]
+        a0, s0 = alpha_sigma(torch.zeros((), dtype=x.dtype))
+        eps_x, eps_h = self.predict(x, h, torch.zeros(n, dtype=x.dtype), b, condition)
         x = remove_mean((x - s0 * eps_x) / a0, b, n)
         h = (h - s0 * eps_h) / a0
         k = len(self.elements)
-        return self.to_molecules(x, h[:, :k].argmax(-1), h[:, k:].argmax(-1), b)
+        return x, h[:, :k].argmax(-1), h[:, k:].argmax(-1), None

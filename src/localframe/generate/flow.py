@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from localframe.generate.denoiser import pair_index
-from localframe.generate.process import BOND_ORDERS, Batch, Process, centred_noise, remove_mean, size_batch
+from localframe.generate.process import BOND_ORDERS, Batch, Process, centred_noise, remove_mean
 
 T_MAX = 1.0
 
@@ -85,29 +85,34 @@ class FlowMatching(Process):
     def _prior_draw(self, n: int, generator) -> torch.Tensor:
         return torch.multinomial(self.bond_prior.float(), n, replacement=True, generator=generator) if n else torch.zeros(0, dtype=torch.long)
 
-    @torch.no_grad()
-    def sample(self, sizes, steps: int, generator=None, dtype=torch.float32, condition=None):
-        """Molecules of the given sizes; ``condition`` (B, C) properties in their units for a conditioned model."""
-        if steps < 1:
-            raise ValueError("steps must be at least 1")
-        b, n = size_batch(sizes)
-        x = centred_noise((len(b), 3), b, n, generator, dtype)
-        types = torch.randint(len(self.elements), (len(b),), generator=generator)
-        charges = torch.randint(len(self.charges), (len(b),), generator=generator)
-        bonds = self._prior_draw(pair_index(b).shape[1], generator) if self.bonds else None
-        c = self.normalise(condition, dtype) if self.conditions else None
-        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=dtype)
-        for t, t_next in zip(grid[:-1], grid[1:]):
-            dt = t_next - t
-            x_hat, type_logits, charge_logits, bond_logits = self.predict(x, types, charges, t.expand(n), b, bonds, c)
-            last = bool(t_next >= T_MAX)
-            x = remove_mean(x + dt * (x_hat - x) / (1 - t), b, n) if not last else remove_mean(x_hat, b, n)
-            jump = 1.0 if last else float(min(1.0, dt / (1 - t)))
-            types = self._jump(types, type_logits, jump, generator)
-            charges = self._jump(charges, charge_logits, jump, generator)
-            if self.bonds:
-                bonds = self._jump(bonds, bond_logits, jump, generator)
-        return self.to_molecules(x, types, charges, b, bonds)
+    def start(self, b, n, generator, dtype):
+        state = {"x": centred_noise((len(b), 3), b, n, generator, dtype),
+                 "types": torch.randint(len(self.elements), (len(b),), generator=generator),
+                 "charges": torch.randint(len(self.charges), (len(b),), generator=generator)}
+        if self.bonds:
+            state["bonds"] = self._prior_draw(pair_index(b).shape[1], generator)
+        return state
+
+    def grid(self, steps, dtype):
+        return torch.linspace(0.0, 1.0, steps + 1, dtype=dtype)
+
+    def step(self, state, t, t_next, b, n, generator, condition=None):
+        """Euler step t → t' = t + Δt: x ← x + Δt (x̂_1 − x)/(1 − t) (x̂_1 at t' = T_MAX), each category
+        redrawn from p̂ with probability min(1, Δt/(1 − t)) (1 at the last step)."""
+        x = state["x"]
+        x_hat, type_logits, charge_logits, bond_logits = self.predict(
+            x, state["types"], state["charges"], t.expand(n), b, state.get("bonds"), condition)
+        dt, last = t_next - t, bool(t_next >= T_MAX)
+        x = remove_mean(x_hat if last else x + dt * (x_hat - x) / (1 - t), b, n)
+        jump = 1.0 if last else float(min(1.0, dt / (1 - t)))
+        out = {"x": x, "types": self._jump(state["types"], type_logits, jump, generator),
+               "charges": self._jump(state["charges"], charge_logits, jump, generator)}
+        if self.bonds:
+            out["bonds"] = self._jump(state["bonds"], bond_logits, jump, generator)
+        return out
+
+    def finish(self, state, b, n, condition=None):
+        return state["x"], state["types"], state["charges"], state.get("bonds")
 
     @staticmethod
     def _jump(state, logits, probability, generator):

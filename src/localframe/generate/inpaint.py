@@ -4,7 +4,8 @@ r"""Guided sampling: inpainting around fixed atoms (RePaint, as DiffSBDD does) a
 atoms around it. The state lives in the zero-centre-of-mass subspace of all N atoms of a molecule;
 the fragment enters it centred on its own mean, y_c = y − ȳ. At every reverse step t → s:
 
-1. the process's own step gives the state z_s of all atoms;
+1. the process's own step (``process.step``, the one :meth:`Process.sample` runs) gives the state
+   z_s of all atoms;
 2. the fixed atoms are replaced by the *known* state at s, k_s (below), translated so that its mean
    equals the mean of the same atoms in z_s: k_s ← k_s − k̄_s + x̄_fixed(z_s). The molecule's centre
    of mass stays zero, and the fragment's own frame (its orientation) is kept (DiffSBDD aligns the
@@ -53,33 +54,16 @@ from localframe.nn.scatter import gather, scatter_mean
 
 
 class EDMSteps:
-    """Ancestral steps of :class:`~localframe.generate.edm.EDM` on the state {x, h}."""
+    """What inpainting adds to the steps of :class:`~localframe.generate.edm.EDM` (state {x, h}): the
+    signal coefficient, the known state of the fixed atoms, the re-noising kernel."""
 
     fresh_noise = True
 
-    def __init__(self, process, condition=None):
-        self.p, self.c = process, condition
-
-    def grid(self, steps, dtype):
-        return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype)
+    def __init__(self, process):
+        self.p = process
 
     def signal(self, t):
         return alpha_sigma(t)[0]
-
-    def start(self, b, n, generator, dtype):
-        return {"x": centred_noise((len(b), 3), b, n, generator, dtype),
-                "h": torch.randn((len(b), self.p.n_features), generator=generator, dtype=dtype)}
-
-    def step(self, state, t, s, b, n, generator):
-        x, h = state["x"], state["h"]
-        eps_x, eps_h = self.p.predict(x, h, t.expand(n), b, condition=self.c)
-        (a_t, sig_t), (a_s, sig_s) = alpha_sigma(t), alpha_sigma(s)
-        a_ts = a_t / a_s
-        var_ts = sig_t**2 - a_ts**2 * sig_s**2
-        std = var_ts.clamp(min=0).sqrt() * sig_s / sig_t
-        x = remove_mean(x / a_ts - var_ts / (a_ts * sig_t) * eps_x, b, n) + std * centred_noise(x.shape, b, n, generator, x.dtype)
-        h = h / a_ts - var_ts / (a_ts * sig_t) * eps_h + std * torch.randn(h.shape, generator=generator, dtype=h.dtype)
-        return {"x": x, "h": h}
 
     def renoise(self, state, s, t, b, n, generator):
         (a_t, sig_t), (a_s, sig_s) = alpha_sigma(t), alpha_sigma(s)
@@ -105,52 +89,18 @@ class EDMSteps:
     def types(self, state):
         return state["h"][:, :len(self.p.elements)].argmax(-1)
 
-    def finish(self, state, b, n):
-        x, h = state["x"], state["h"]
-        a0, s0 = alpha_sigma(torch.zeros((), dtype=x.dtype))
-        eps_x, eps_h = self.p.predict(x, h, torch.zeros(n, dtype=x.dtype), b, condition=self.c)
-        x = remove_mean((x - s0 * eps_x) / a0, b, n)
-        h = (h - s0 * eps_h) / a0
-        k = len(self.p.elements)
-        return x, h[:, :k].argmax(-1), h[:, k:].argmax(-1), None
-
 
 class FlowSteps:
-    """Euler steps of :class:`~localframe.generate.flow.FlowMatching` on the state {x, types, charges}."""
+    """What inpainting adds to the steps of :class:`~localframe.generate.flow.FlowMatching` (state {x,
+    types, charges[, bonds]}): the signal coefficient, the known state, the re-noising kernel."""
 
     fresh_noise = False
 
-    def __init__(self, process, condition=None):
-        self.p, self.c = process, condition
-
-    def grid(self, steps, dtype):
-        return torch.linspace(0.0, 1.0, steps + 1, dtype=dtype)
+    def __init__(self, process):
+        self.p = process
 
     def signal(self, t):
         return t
-
-    def start(self, b, n, generator, dtype):
-        state = {"x": centred_noise((len(b), 3), b, n, generator, dtype),
-                 "types": torch.randint(len(self.p.elements), (len(b),), generator=generator),
-                 "charges": torch.randint(len(self.p.charges), (len(b),), generator=generator)}
-        if self.p.bonds:
-            state["bonds"] = self.p._prior_draw(pair_index(b).shape[1], generator)
-        return state
-
-    def step(self, state, t, t_next, b, n, generator):
-        from localframe.generate.flow import T_MAX
-
-        x = state["x"]
-        x_hat, type_logits, charge_logits, bond_logits = self.p.predict(
-            x, state["types"], state["charges"], t.expand(n), b, state.get("bonds"), self.c)
-        dt, last = t_next - t, bool(t_next >= T_MAX)
-        x = remove_mean(x_hat if last else x + dt * (x_hat - x) / (1 - t), b, n)
-        jump = 1.0 if last else float(min(1.0, dt / (1 - t)))
-        out = {"x": x, "types": self.p._jump(state["types"], type_logits, jump, generator),
-               "charges": self.p._jump(state["charges"], charge_logits, jump, generator)}
-        if self.p.bonds:
-            out["bonds"] = self.p._jump(state["bonds"], bond_logits, jump, generator)
-        return out
 
     def renoise(self, state, t_next, t, b, n, generator):
         keep = t / t_next
@@ -187,9 +137,6 @@ class FlowSteps:
 
     def types(self, state):
         return state["types"]
-
-    def finish(self, state, b, n):
-        return state["x"], state["types"], state["charges"], state.get("bonds")
 
 
 STEPPERS = {"edm": EDMSteps, "flow": FlowSteps}
@@ -337,7 +284,7 @@ def guided_sample(process, sizes, steps: int, generator=None, dtype=torch.float3
     if steps < 1 or resample < 1:
         raise InputError("steps and --resample must be at least 1")
     c = process.normalise(condition, dtype) if process.conditions else None
-    stepper = STEPPERS[process.name](process, c)
+    stepper = STEPPERS[process.name](process)
     b, n = size_batch(sizes)
     m = len(fragment) if fragment is not None else 0
     if fragment is not None and int(torch.bincount(b).min()) <= m:
@@ -355,11 +302,11 @@ def guided_sample(process, sizes, steps: int, generator=None, dtype=torch.float3
         if process.bonds:
             clean["bonds"] = fragment.pair_orders().repeat(n)
         noise = stepper.path_noise(clean, generator)
-    state = stepper.start(b, n, generator, dtype)
-    grid = stepper.grid(steps, dtype)
+    state = process.start(b, n, generator, dtype)
+    grid = process.grid(steps, dtype)
     for t, s in zip(grid[:-1], grid[1:]):
         for r in range(resample):
-            state = stepper.step(state, t, s, b, n, generator)
+            state = process.step(state, t, s, b, n, generator, c)
             if fragment is not None:
                 if stepper.fresh_noise:
                     noise = stepper.path_noise(clean, generator)
@@ -369,7 +316,7 @@ def guided_sample(process, sizes, steps: int, generator=None, dtype=torch.float3
                 state["x"] = remove_mean(x, b, n)
             if r < resample - 1:
                 state = stepper.renoise(state, s, t, b, n, generator)
-    x, types, charges, bonds = stepper.finish(state, b, n)
+    x, types, charges, bonds = process.finish(state, b, n, c)
     if fragment is not None:
         x = _place(x, fixed, b, n, fragment)
         types, charges = types.clone(), charges.clone()

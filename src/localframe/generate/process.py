@@ -4,6 +4,10 @@ A process owns a :class:`~localframe.generate.denoiser.Denoiser` and implements
 
 - ``loss(batch, t=None, noise=None)`` — the training loss of a :class:`Batch` (``t`` and ``noise``
   may be given, e.g. to test invariance; otherwise drawn);
+- ``start``, ``grid``, ``step``, ``finish`` — the reverse process on a state (a dict of tensors):
+  the prior draw, the time grid, one update t → s, and the final (x, types, charges, bonds);
+  :meth:`Process.sample` and the guided sampler (:mod:`localframe.generate.inpaint`) both run them,
+  so each update is written once;
 - ``sample(sizes, steps, generator)`` — new molecules with the given atom counts, in ``steps`` steps.
 
 Positions live in the zero-centre-of-mass subspace (the mean over a molecule's atoms is removed,
@@ -136,8 +140,39 @@ class Process(nn.Module):
     def loss(self, batch: Batch, t=None, noise=None) -> torch.Tensor:
         raise NotImplementedError
 
-    def sample(self, sizes, steps: int, generator=None, dtype=torch.float32) -> list[Molecule]:
+    def start(self, b: torch.Tensor, n: int, generator, dtype) -> dict:
+        """The state drawn from the prior, for atoms of molecules ``b`` (N,)."""
         raise NotImplementedError
+
+    def grid(self, steps: int, dtype) -> torch.Tensor:
+        """The ``steps`` + 1 times the reverse process visits, from noise to data."""
+        raise NotImplementedError
+
+    def step(self, state: dict, t, s, b: torch.Tensor, n: int, generator, condition=None) -> dict:
+        """One reverse update of the state from time t to the next grid time s."""
+        raise NotImplementedError
+
+    def finish(self, state: dict, b: torch.Tensor, n: int, condition=None) -> tuple:
+        """(x, types, charges, bonds or None) of the final state."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, sizes, steps: int, generator=None, dtype=torch.float32, condition=None,
+               trajectory=None) -> list[Molecule]:
+        """Molecules of the given sizes; ``condition`` (B, C) properties in their units for a conditioned
+        model; ``trajectory``, a list, gets the positions after every step."""
+        if steps < 1:
+            raise ValueError("steps must be at least 1")
+        b, n = size_batch(sizes)
+        state = self.start(b, n, generator, dtype)
+        c = self.normalise(condition, dtype) if self.conditions else None
+        grid = self.grid(steps, dtype)
+        for t, s in zip(grid[:-1], grid[1:]):
+            state = self.step(state, t, s, b, n, generator, c)
+            if trajectory is not None:
+                trajectory.append(state["x"].clone())
+        x, types, charges, bonds = self.finish(state, b, n, c)
+        return self.to_molecules(x, types, charges, b, bonds)
 
 
 def size_batch(sizes) -> tuple[torch.Tensor, int]:
