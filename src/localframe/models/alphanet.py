@@ -178,10 +178,16 @@ class AlphaLayer(nn.Module):
 
     def step(self, s, v, q, rho, pairs: Pairs):
         """The layer on ``pairs`` whose features are (ê, u, φ, A)."""
-        n, h = s.shape
         s_in = s if rho is None else rotate(s, rho)  # a. rotates the message input only
         x_j = self.node(self.norm_in(s_in))
         psi, x, dv = pairs.sum(self.message, neighbour=(x_j,) if v is None else (x_j, v))
+        # d.–g. on the atoms; chunked calls keep only their inputs (the state transition's (N, 2, 2, χ₁, χ₁) product)
+        return pairs.recompute(self.atom_update, s, v, q, psi, x, dv)
+
+    def atom_update(self, s, v, q, psi, x, dv):
+        """Steps d–g on the atoms, from the pair sums Σψ, Σx and Σdv: the next (s, v, q, ρ) (ρ None after the last layer)."""
+        n, h = s.shape
+        rho = None
         agg = self.norm_out(torch.cat([psi, x], dim=-1))  # d.
         Phi, ds = agg.split([2 * self.chi1, h], dim=-1)
         s = s + ds
