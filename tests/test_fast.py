@@ -8,14 +8,12 @@ import pytest
 import torch
 from ase import units
 from ase.build import bulk
+from ase.calculators.calculator import compare_atoms
 from ase.md.verlet import VelocityVerlet
 
 from localframe import fast
-from ase.calculators.calculator import compare_atoms
-
 from localframe.calculator import Calculator, atoms_changes
 from localframe.errors import InputError
-from localframe.inference import Evaluator
 from localframe.models.atomistic import AtomisticModel
 from localframe.models.base import Representation
 from localframe.nn.scatter import scatter_sum

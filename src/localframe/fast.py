@@ -204,7 +204,8 @@ class FastPath:
         ev = self.evaluator
         example = (self._numbers_t, self._positions, self._cell_t, self._edges, self._shifts)
         try:
-            self._check_padding(ev.models[0], example)
+            for model in ev.models:
+                self._check_padding(model, example)
             self.graphs = [FixedGraph(m, *example, compile=self.compile) for m in ev.models]
         except Exception as err:  # noqa: BLE001 - any failure to trace or compile means: use the general path
             self.reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
