@@ -40,6 +40,33 @@ rows, whose budget counts training steps only; its closing error tables are skip
 MACE saves the EMA weights at its best validation point and, with stage two, a second model: both
 are evaluated on the validation structures and the one with the lower error (the suite's
 selection metric) is tested.
+
+NequIP (``nequip-train`` of nequip, in its own environment)
+-----------------------------------------------------------
+nequip 0.19.1 needs e3nn >= 0.6 and mace-torch 0.3.16 pins e3nn 0.4.4, so the two cannot share a
+Python environment. The programs are subprocesses anyway: ``nequip-train`` and the evaluation run
+with the executables of the virtual environment named by ``LOCALFRAME_NEQUIP_ENV`` (created with
+``python -m venv DIR && DIR/bin/pip install torch==2.13.0 nequip==0.19.1``).
+
+Settings: NequIP's tutorial config (``configs/tutorial.yaml`` of the nequip repository, the config of
+its "User Guide"), written by :func:`nequip_config` as a Hydra ``config.yaml``: ``NequIPGNNModel``
+with 4 layers, ``l_max`` 1, 32 features, parity, 8 Bessel functions, polynomial cutoff p = 6, radial
+MLP 2 x 64, r_max 5.0 Å, ZBL pair potential, per-type energy scales (force RMS) and shifts (mean
+per-atom energy) from the training data, float32; ``EMALightningModule`` (decay 0.999), loss
+``EnergyForceLoss`` per-atom energy : forces = 1 : 1, Adam lr 0.01, ReduceLROnPlateau (factor 0.6,
+patience 5, threshold 0.2, min 1e-6) and EarlyStopping (patience 20, min_delta 1e-3) on the validation
+weighted sum of energy MAE and force MAE, batch 5 (validation 10). For the CPU: ``compile_mode:
+eager`` (the tutorial compiles on GPUs), ``num_workers: 0``, a CSV logger instead of wandb; elements
+map to types one to one.
+
+Budget: Lightning's ``trainer.max_time`` = B (NequIP's own time limit: it stops after the step at
+which B of training time has passed, validation included). Lightning's timer starts with training,
+so start-up, data loading and the data statistics are off that clock (the row's ``wall_s`` is the
+whole call); the process is killed at 1.5 B + 300 s as a safety net. The best (``best.ckpt``,
+lowest validation metric, EMA weights) and the last checkpoint are evaluated on the validation
+structures by NequIP's ASE calculator in NequIP's environment (:data:`_NEQUIP_EVAL` writes energies
+and forces to a file), and the one with the lower error is tested the same way; the metrics are
+the suite's.
 """
 
 from __future__ import annotations
@@ -76,6 +103,8 @@ class Recipe:
     source: str  # where the settings come from
     settings: dict[str, Any]  # flags of the program (True: a switch)
     runner: str  # key of RUNNERS
+    env: str | None = None  # variable naming the program's own virtual environment (None: this Python's)
+    install: str = "pip install 'localframe[bench]'"  # how to get the program
 
 
 RECIPES: dict[str, Recipe] = {
@@ -89,6 +118,19 @@ RECIPES: dict[str, Recipe] = {
                 "stage_two": True, "forces_weight": 1000.0, "energy_weight": 1.0, "E0s": "average",
                 "default_dtype": "float32", "device": "cpu"},
                "mace"),
+        Recipe("nequip-own", "NequIP (own trainer)", "nequip", "nequip-train",
+               "NequIP configs/tutorial.yaml (nequip 0.19.1, 'User Guide' tutorial config); CPU: eager mode, "
+               "num_workers 0, CSV logger",
+               {"cutoff_radius": 5.0, "num_layers": 4, "l_max": 1, "num_features": 32, "parity": True,
+                "num_bessels": 8, "bessel_trainable": False, "polynomial_cutoff_p": 6, "radial_mlp_depth": 2,
+                "radial_mlp_width": 64, "zbl": True, "batch_size": 5, "valid_batch_size": 10,
+                "lr": 0.01, "ema_decay": 0.999, "energy_weight": 1.0, "forces_weight": 1.0,
+                "per_atom_energy": True, "lr_factor": 0.6, "lr_patience": 5, "lr_threshold": 0.2,
+                "min_lr": 1e-6, "early_stopping_patience": 20, "early_stopping_min_delta": 1e-3,
+                "model_dtype": "float32", "max_epochs": 1000},
+               "nequip", env="LOCALFRAME_NEQUIP_ENV",
+               install="python -m venv /path/to/venv && /path/to/venv/bin/pip install torch==2.13.0 nequip==0.19.1, "
+                       "then LOCALFRAME_NEQUIP_ENV=/path/to/venv"),
     )
 }
 
@@ -105,22 +147,55 @@ def label(name: str) -> str:
     return RECIPES[name].label
 
 
+def env_dir(recipe: Recipe) -> Path | None:
+    """The program's own virtual environment (``recipe.env`` set and non-empty), else None."""
+    value = os.environ.get(recipe.env, "") if recipe.env else ""
+    return Path(value).expanduser() if value else None
+
+
 def version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(RECIPES[name].package)
-    except importlib.metadata.PackageNotFoundError:
+    """Version of the recipe's package in the environment its program runs in."""
+    recipe = RECIPES[name]
+    env = env_dir(recipe)
+    if env is None and recipe.env is None:
+        try:
+            return importlib.metadata.version(recipe.package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    if env is None:
         return None
+    found = sorted(env.glob(f"lib/python*/site-packages/{recipe.package}-*.dist-info"))
+    return found[-1].name[len(recipe.package) + 1:-len(".dist-info")] if found else None
 
 
 def status(name: str) -> dict[str, Any]:
-    """``{"available", "version", "reason"}``: the trainer program is on the PATH of this Python."""
+    """``{"available", "version", "reason"}``: the trainer program is found (:func:`find_program`)."""
     recipe = RECIPES[name]
-    found = program_path(recipe.program)
-    if found is None:
-        return {"available": False, "version": version(name),
-                "reason": f"skipped: {recipe.program} not found ({recipe.package} not installed: "
-                          "pip install 'localframe[bench]')"}
+    if find_program(recipe) is None:
+        return {"available": False, "version": version(name), "reason": f"skipped: {missing(recipe)}"}
     return {"available": True, "version": version(name), "reason": ""}
+
+
+def missing(recipe: Recipe) -> str:
+    """One line: where the program was looked for and how to install it."""
+    if recipe.env is None:
+        where = f"{recipe.package} not installed"
+    elif env_dir(recipe) is None:
+        where = f"{recipe.env} not set"
+    else:
+        where = f"not in {recipe.env}={env_dir(recipe)}"
+    return f"{recipe.program} not found ({where}; {recipe.install})"
+
+
+def find_program(recipe: Recipe, program: str | None = None) -> str | None:
+    """``program`` (default: the recipe's trainer) in ``$env/bin`` when the recipe has its own
+    environment, else next to this interpreter or on PATH."""
+    program = program or recipe.program
+    env = env_dir(recipe)
+    if recipe.env is not None:
+        path = env / "bin" / program if env is not None else None
+        return str(path) if path is not None and path.is_file() else None
+    return program_path(program)
 
 
 def program_path(program: str) -> str | None:
@@ -245,9 +320,9 @@ def mace_train(recipe: Recipe, files: dict[str, Path], workdir: Path, budget_s: 
 
     ``epochs`` given: exactly that many epochs (no timing run, no kill). Otherwise the budget rule of
     the module docstring."""
-    program = program_path(recipe.program)
+    program = find_program(recipe)
     if program is None:
-        raise RuntimeError(status(recipe.name)["reason"])
+        raise RuntimeError(missing(recipe))
     base = [program, f"--name=model", f"--seed={seed}", f"--train_file={files['train']}",
             f"--valid_file={files['val']}", f"--energy_key={ENERGY_KEY}", f"--forces_key={FORCES_KEY}",
             "--model_dir=.", "--checkpoints_dir=checkpoints", "--log_dir=logs", "--results_dir=results",
@@ -293,21 +368,13 @@ def mace_predict(model_path: Path, structures: list[Atoms], dtype: str = "float3
         from mace.calculators import MACECalculator
 
         calc = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype=dtype)
-    e_pred, e_ref, n, f_pred, f_ref = [], [], [], [], []
+    e_pred, f_pred = [], []
     for atoms in structures:
         probe = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
         probe.calc = calc
         e_pred.append(probe.get_potential_energy())
         f_pred.append(probe.get_forces().reshape(-1))
-        e_ref.append(float(atoms.info["energy"]))
-        f_ref.append(np.asarray(atoms.arrays["forces"], dtype=float).reshape(-1))
-        n.append(len(atoms))
-    e_pred, e_ref, n = np.array(e_pred), np.array(e_ref), np.array(n, dtype=float)
-    return {"energy": (e_pred, e_ref), "energy_per_atom": (e_pred / n, e_ref / n),
-            "forces": (np.concatenate(f_pred), np.concatenate(f_ref))}
-
-
-RUNNERS = {"mace": (mace_train, mace_predict)}
+    return _pairs(np.array(e_pred), np.concatenate(f_pred), structures)
 
 
 def n_parameters(model_path: Path) -> int:
@@ -318,6 +385,200 @@ def n_parameters(model_path: Path) -> int:
         warnings.simplefilter("ignore")
         model = torch.load(str(model_path), map_location="cpu", weights_only=False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------- NequIP
+def chemical_symbols(structures: list[Atoms]) -> list[str]:
+    """The elements of ``structures``, by atomic number (NequIP's ``chemical_symbols`` / ``type_names``)."""
+    from ase.data import chemical_symbols as symbols
+
+    return [symbols[z] for z in sorted({int(z) for atoms in structures for z in atoms.numbers})]
+
+
+def max_time(seconds: float) -> str:
+    """Lightning's ``max_time`` string ``DD:HH:MM:SS`` for ``seconds`` (rounded down, at least 1 s)."""
+    s = max(int(seconds), 1)
+    return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def nequip_config(settings: dict[str, Any], files: dict[str, Path], symbols: list[str], seed: int,
+                  budget_s: float | None, epochs: int | None = None) -> dict[str, Any]:
+    """The ``nequip-train`` config (Hydra) of NequIP's tutorial (configs/tutorial.yaml) with ``settings``.
+
+    Data: the suite's train and validation files (extended XYZ, :data:`ENERGY_KEY` → ``total_energy``,
+    :data:`FORCES_KEY` → ``forces``, eV and Å). Stops after ``epochs`` epochs if given, else after
+    ``budget_s`` seconds of Lightning's timer (``trainer.max_time``) or ``max_epochs``."""
+    s = settings
+    interval = "${monitored_metric}"
+    loader = {"_target_": "torch.utils.data.DataLoader", "num_workers": 0}
+    model = {
+        "_target_": "nequip.model.NequIPGNNModel", "compile_mode": "eager", "seed": seed,
+        "model_dtype": s["model_dtype"], "type_names": "${model_type_names}", "r_max": "${cutoff_radius}",
+        "num_bessels": s["num_bessels"], "bessel_trainable": s["bessel_trainable"],
+        "polynomial_cutoff_p": s["polynomial_cutoff_p"], "num_layers": s["num_layers"], "l_max": s["l_max"],
+        "parity": s["parity"], "num_features": s["num_features"], "radial_mlp_depth": s["radial_mlp_depth"],
+        "radial_mlp_width": s["radial_mlp_width"],
+        "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
+        "per_type_energy_scales": "${training_data_stats:per_type_forces_rms}",
+        "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
+        "per_type_energy_scales_trainable": False, "per_type_energy_shifts_trainable": False,
+    }
+    if s["zbl"]:
+        model["pair_potential"] = {"_target_": "nequip.nn.pair_potential.ZBL", "units": "metal",
+                                   "chemical_species": "${chemical_symbols}"}
+    metrics = {"_target_": "nequip.train.EnergyForceMetrics",
+               "coeffs": {"total_energy_mae": 1.0, "forces_mae": 1.0}}
+    trainer = {
+        "_target_": "lightning.Trainer", "accelerator": "cpu", "devices": 1, "enable_checkpointing": True,
+        "max_epochs": epochs if epochs is not None else s["max_epochs"], "check_val_every_n_epoch": 1,
+        "log_every_n_steps": 20, "enable_progress_bar": False,
+        "logger": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": "${hydra:runtime.output_dir}"},
+        "callbacks": [
+            {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "monitor": interval,
+             "min_delta": s["early_stopping_min_delta"], "patience": s["early_stopping_patience"]},
+            {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "monitor": interval,
+             "dirpath": "${hydra:runtime.output_dir}", "filename": "best", "save_last": True},
+        ],
+    }
+    if epochs is None and budget_s is not None:
+        trainer["max_time"] = max_time(budget_s)
+    return {
+        "run": ["train"], "cutoff_radius": s["cutoff_radius"], "chemical_symbols": symbols,
+        "model_type_names": "${chemical_symbols}", "monitored_metric": "val0_epoch/weighted_sum",
+        "data": {
+            "_target_": "nequip.data.datamodule.ASEDataModule", "seed": seed,
+            "train_file_path": str(files["train"]), "val_file_path": str(files["val"]),
+            "key_mapping": {ENERGY_KEY: "total_energy", FORCES_KEY: "forces"},
+            "transforms": [
+                {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper",
+                 "model_type_names": "${model_type_names}"},  # identity map: types = elements
+                {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": "${cutoff_radius}"},
+            ],
+            "train_dataloader": {**loader, "batch_size": s["batch_size"], "shuffle": True},
+            "val_dataloader": {**loader, "batch_size": s["valid_batch_size"]},
+            "stats_manager": {"_target_": "nequip.data.CommonDataStatisticsManager",
+                              "dataloader_kwargs": {"batch_size": s["valid_batch_size"]},
+                              "type_names": "${model_type_names}"},
+        },
+        "trainer": trainer,
+        "training_module": {
+            "_target_": "nequip.train.EMALightningModule", "ema_decay": s["ema_decay"],
+            "loss": {"_target_": "nequip.train.EnergyForceLoss", "per_atom_energy": s["per_atom_energy"],
+                     "coeffs": {"total_energy": s["energy_weight"], "forces": s["forces_weight"]}},
+            "val_metrics": metrics, "train_metrics": "${training_module.val_metrics}",
+            "test_metrics": "${training_module.val_metrics}",
+            "optimizer": {"_target_": "torch.optim.Adam", "lr": s["lr"]},
+            "lr_scheduler": {
+                "scheduler": {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "factor": s["lr_factor"],
+                              "patience": s["lr_patience"], "threshold": s["lr_threshold"], "min_lr": s["min_lr"]},
+                "monitor": interval, "interval": "epoch", "frequency": 1},
+            "model": model,
+        },
+        "global_options": {"allow_tf32": False},
+    }
+
+
+def nequip_train(recipe: Recipe, files: dict[str, Path], workdir: Path, budget_s: float, seed: int, threads: int,
+                 epochs: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train with ``nequip-train`` in ``workdir`` (config: :func:`nequip_config`, written as
+    ``config.yaml``); returns the checkpoints (best and last), epochs, steps and wall time."""
+    import yaml
+
+    program = find_program(recipe)
+    if program is None:
+        raise RuntimeError(missing(recipe))
+    from ase.io import read
+
+    symbols = chemical_symbols(read(str(files["train"]), index=":"))
+    config = nequip_config(recipe.settings, files, symbols, seed, budget_s, epochs)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = workdir / "outputs"
+    argv = [program, "-cp", str(workdir), "-cn", "config", f"hydra.run.dir={out}"]
+    logfile = workdir / "train.log"
+    code, wall = run_program(argv, logfile, None if epochs is not None else 1.5 * budget_s + 300.0, threads)
+    checkpoints = [out / n for n in ("best.ckpt", "last.ckpt") if (out / n).is_file()]
+    if code != 0 and not (code is None and checkpoints):
+        raise RuntimeError(f"{recipe.program} exited with {code}: {_tail(logfile)}")
+    if not checkpoints:
+        raise RuntimeError(f"no checkpoint written in {out}: {_tail(logfile)}")
+    done = _nequip_eval(recipe, checkpoints[-1], [])  # last.ckpt: epochs begun and optimizer steps
+    return {"epochs": int(done["epochs"]), "steps": int(done["global_step"]), "wall_s": round(wall, 1),
+            "killed": code is None, "models": checkpoints}
+
+
+#: Run in NequIP's environment: ``script MODEL IN.xyz OUT.npz``. Predictions of its ASE calculator
+#: (eV, eV/Å) for the structures of IN.xyz (may be absent: parameters and checkpoint counters only).
+_NEQUIP_EVAL = r"""
+import sys, warnings
+import numpy as np, torch
+warnings.simplefilter("ignore")
+from ase.io import read
+from nequip.integrations.ase import NequIPCalculator
+model, src, dst = sys.argv[1:4]
+calc = NequIPCalculator._from_saved_model(model, device="cpu")
+frames = read(src, index=":") if src != "-" else []
+energies, forces = [], []
+for atoms in frames:
+    atoms.calc = calc
+    energies.append(atoms.get_potential_energy())
+    forces.append(atoms.get_forces().reshape(-1))
+state = torch.load(model, map_location="cpu", weights_only=False) if model.endswith(".ckpt") else {}
+np.savez(dst, energy=np.array(energies, dtype=float),
+         forces=np.concatenate(forces) if forces else np.zeros(0),
+         parameters=sum(p.numel() for p in calc.model.parameters() if p.requires_grad),
+         epochs=state.get("epoch", -1) + 1, global_step=state.get("global_step", 0))
+"""
+
+
+def _nequip_eval(recipe: Recipe, model_path: Path, structures: list[Atoms]) -> dict[str, np.ndarray]:
+    """Run :data:`_NEQUIP_EVAL` with the Python of NequIP's environment."""
+    import tempfile
+
+    python = find_program(recipe, "python")
+    if python is None:
+        raise RuntimeError(missing(recipe))
+    with tempfile.TemporaryDirectory(prefix="nequip_eval_") as tmp:
+        source = write_extxyz(structures, Path(tmp) / "in.xyz") if structures else "-"
+        target, logfile = Path(tmp) / "out.npz", Path(tmp) / "eval.log"
+        code, _ = run_program([python, "-c", _NEQUIP_EVAL, str(model_path), str(source), str(target)],
+                              logfile, None, 1)
+        if code != 0:
+            raise RuntimeError(f"NequIP evaluation of {model_path} exited with {code}: {_tail(logfile)}")
+        with np.load(target) as data:
+            return {k: data[k] for k in data.files}
+
+
+def nequip_predict(model_path: Path, structures: list[Atoms], dtype: str = "float32") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(predicted, reference) pairs of ``energy``, ``energy_per_atom`` and ``forces``, from NequIP's ASE
+    calculator on the checkpoint, run in NequIP's environment (``dtype``: the checkpoint's own)."""
+    out = _nequip_eval(RECIPES["nequip-own"], model_path, structures)
+    return _pairs(out["energy"], out["forces"], structures)
+
+
+def nequip_parameters(model_path: Path) -> int:
+    """Trainable parameters of the checkpoint's model (EMA model when present)."""
+    return int(_nequip_eval(RECIPES["nequip-own"], model_path, [])["parameters"])
+
+
+def _pairs(energy: np.ndarray, forces: np.ndarray, structures: list[Atoms]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Predictions with the references of ``structures`` as :func:`localframe.train.evaluate.predict` pairs them."""
+    e_ref = np.array([float(a.info["energy"]) for a in structures])
+    f_ref = np.concatenate([np.asarray(a.arrays["forces"], dtype=float).reshape(-1) for a in structures])
+    n = np.array([len(a) for a in structures], dtype=float)
+    energy = np.asarray(energy, dtype=float)
+    return {"energy": (energy, e_ref), "energy_per_atom": (energy / n, e_ref / n),
+            "forces": (np.asarray(forces, dtype=float).reshape(-1), f_ref)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Runner:
+    train: Callable[..., dict[str, Any]]  # (recipe, files, workdir, budget_s, seed, threads, epochs, log)
+    predict: Callable[..., dict[str, tuple[np.ndarray, np.ndarray]]]  # (model file, structures, dtype)
+    parameters: Callable[[Path], int]  # model file -> trainable parameters
+
+
+RUNNERS = {"mace": Runner(mace_train, mace_predict, n_parameters),
+           "nequip": Runner(nequip_train, nequip_predict, nequip_parameters)}
 
 
 # ---------------------------------------------------------------------- the suite's entry point
@@ -337,26 +598,27 @@ def train_one(name: str, structures: dict[str, list[Atoms]], seed: int, budget_m
     recipe = RECIPES[name]
     if overrides:
         recipe = dataclasses.replace(recipe, settings={**recipe.settings, **overrides})
-    train, predict = RUNNERS[recipe.runner]
+    runner = RUNNERS[recipe.runner]
+    predict = runner.predict
     workdir = Path(workdir).resolve()
     if workdir.exists():
         shutil.rmtree(workdir)  # a fresh run: the program would otherwise restart from old checkpoints
     workdir.mkdir(parents=True)
     files = {split: write_extxyz(structures[split], workdir / f"{split}.xyz") for split in ("train", "val")}
-    run = train(recipe, files, workdir, 60.0 * budget_minutes, seed, threads, epochs=epochs, log=log)
+    run = runner.train(recipe, files, workdir, 60.0 * budget_minutes, seed, threads, epochs=epochs, log=log)
     dtype = recipe.settings.get("default_dtype", "float64")
     scored = [(select(metrics(predict(p, structures["val"], dtype))), p) for p in run["models"]]
     chosen = min(scored, key=lambda s: s[0])[1]
     batch = int(recipe.settings.get("batch_size", 1))
-    steps = run["epochs"] * math.ceil(len(structures["train"]) / batch)
+    steps = run.get("steps", run["epochs"] * math.ceil(len(structures["train"]) / batch))
     row: dict[str, Any] = {
         "model": name, "label": f"{recipe.label}, {recipe.package} {version(name)}", "seed": seed,
-        "parameters": n_parameters(chosen), "steps": steps,
+        "parameters": runner.parameters(chosen), "steps": steps,
         "structures_per_s": run["epochs"] * len(structures["train"]) / max(run["wall_s"], 1e-9),
         "best_at_s": None,
         "trainer": {"program": recipe.program, "package": recipe.package, "version": version(name),
                     "recipe": recipe.source, "settings": recipe.settings, "model_tested": chosen.name,
-                    **{k: v for k, v in run.items() if k != "models"}},
+                    **{k: v for k, v in run.items() if k not in ("models", "steps")}},
         "wall_s": run["wall_s"], "train_s": run["wall_s"], "epochs": run["epochs"],
     }
     if structures.get("test"):
