@@ -200,3 +200,16 @@ def test_quick_bench_writes_the_report_with_peers_missing(tmp_path, monkeypatch,
     # the report can be regenerated from the saved results alone
     assert cli.main(["bench", "--report-only", "--out", str(out), "--report", str(path)]) == 0
     assert path.read_text().count(report.START) == 1 and "## Speed" in path.read_text()
+
+
+def test_own_trainer_notes_state_only_the_timing_a_program_reports():
+    common = {"package": "pkg", "version": "1.0", "recipe": "its README", "settings": {"ema": True, "lr": 0.01},
+              "epochs": 3, "wall_s": 600.0, "model_tested": "best"}
+    rows = [{"model": "a-own", "trainer": {**common, "program": "a_train", "first_call_s": 302.0, "epoch_s": 245.0,
+                                           "stage_two_from": 2}},
+            {"model": "b-own", "trainer": {**common, "program": "b-train"}}]
+    lines = [line for line in report._own_trainers(rows) if line.startswith("- ")]
+    assert len(lines) == 2
+    assert "(first call 302.0 s, epoch 245.0 s, stage two from epoch 2 of the second call)" in lines[0]
+    assert "settings `ema=True, lr=0.01`" in lines[1]
+    assert "None" not in lines[1] and "first call" not in lines[1]

@@ -285,20 +285,26 @@ def _mean_or_dash(values: list) -> str:
     return number(float(np.mean(known))) if known else "–"
 
 
+#: What an own-trainer row may say about its timing: (key, label, unit); absent keys are left out.
+OWN_TRAINER_TIMING = (("first_call_s", "first call", " s"), ("epoch_s", "epoch", " s"),
+                      ("stage_two_from", "stage two from epoch", " of the second call"), ("steps", "steps", ""))
+
+
 def _own_trainers(rows: list[dict[str, Any]]) -> list[str]:
     """The recipe of every row trained by its own program."""
     lines = []
     for r in {r["model"]: r for r in rows if "trainer" in r}.values():
         t = r["trainer"]
-        settings = " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in t["settings"].items())
-        lines.append(f"- {row_label(r)}: `{t['program']}` ({t['package']} {t['version']}), {t['recipe']}; `{settings}`; "
-                     f"{t.get('epochs')} epochs in {t.get('wall_s')} s of wall time (first call {t.get('first_call_s')} s, "
-                     f"epoch {t.get('epoch_s')} s; stage two from epoch {t.get('stage_two_from')} of the second call"
-                     f"{'; killed at the budget' if t.get('killed') else ''}); tested: {t.get('model_tested')}.")
+        settings = ", ".join(f"{k}={v}" for k, v in t["settings"].items())
+        timing = [f"{label} {t[key]}{unit}" for key, label, unit in OWN_TRAINER_TIMING if t.get(key) is not None]
+        lines.append(f"- {row_label(r)}: `{t['program']}` ({t['package']} {t['version']}), {t['recipe']}; settings `{settings}`; "
+                     f"{t.get('epochs')} epochs in {t.get('wall_s')} s of wall time"
+                     f"{' (' + ', '.join(timing) + ')' if timing else ''}"
+                     f"{'; killed at the budget' if t.get('killed') else ''}; tested: {t.get('model_tested')}.")
     if not lines:
         return []
-    return ["Trained by their own programs and recipes (`localframe.bench.own_trainers`; the budget is the program's "
-            "wall time, its validation and start-up included; same split and test metrics):", "", *lines, ""]
+    return ["Trained by their own programs and recipes (`localframe.bench.own_trainers`; same split and test metrics; "
+            "each program's budget rule is in docs/benchmarks.md):", "", *lines, ""]
 
 
 def _targets_section(results: dict[str, Any], notes: str | None) -> list[str]:
