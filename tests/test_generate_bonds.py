@@ -15,12 +15,7 @@ ELEMENTS, CHARGES = (1, 6, 7, 8, 9), (-1, 0, 1)
 SMALL = {"egnn": {"hidden_channels": 16, "num_layers": 2}, "painn": {"hidden_channels": 16, "num_layers": 2, "num_radial": 8}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread, restored after
 
 
 def network(model, conditions=0):

@@ -18,12 +18,7 @@ from localframe.generate.separation import too_close
 ELEMENTS, CHARGES = (1, 6, 7, 8, 9), (-1, 0, 1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread, restored after
 
 
 class _TameEDM(EDM):
