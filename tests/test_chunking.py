@@ -89,3 +89,21 @@ def test_setting_on_the_model():
     assert copy.deepcopy(model).representation.edge_chunk == 64
     with pytest.raises(InputError):
         model.edge_chunk = "big"
+
+
+def test_leftnet_recomputed_in_many_pieces(box, one_thread, monkeypatch):
+    """LEFTNet's chunked call with its LSE and FTE encodings in chunks of a few edges and atoms (each
+    recomputed in the backward pass) gives the energy, forces and stress of the call at once (float64)."""
+    from localframe.models import leftnet
+    from localframe.nn import lse
+
+    torch.manual_seed(0)
+    model = models.create("leftnet", cutoff=4.0, **SMALL).double().eval()
+    ref = _outputs(model, box, 0, monkeypatch)
+    monkeypatch.setattr(lse, "CHUNK_ELEMENTS", 1)  # LSE: 32 edges a chunk
+    monkeypatch.setattr(leftnet, "CHUNK_ELEMENTS", 64)  # FTE: 1 atom a chunk (g_F: 4 × 16 activations per atom)
+    model.edge_chunk = 101
+    out = model(box, forces=True, stress=True)
+    for key in ("energy", "forces", "stress"):
+        assert torch.allclose(out[key].detach(), ref[key], rtol=0, atol=1e-10), key
+    assert ref["forces"].abs().max() > 1e-3

@@ -214,3 +214,27 @@ def test_layout_and_bad_order():
     assert alpha.mix is None and alpha.norm is not None and alpha.scale == pytest.approx(1 / 4)
     with pytest.raises(InputError, match="order"):
         lse.LocalSubstructure(8, 4, order="jj")
+
+
+def test_recomputed_read_gives_the_same_values_and_gradients(monkeypatch):
+    """``read(recompute=True)`` (g's activations recomputed in backward, per chunk of edges) equals the
+    plain read in value and in the gradients of S, the frames and g's parameters (several chunks, float64)."""
+    monkeypatch.setattr(lse, "CHUNK_ELEMENTS", 1)  # the smallest chunks: 32 edges
+    torch.manual_seed(0)
+    block = lse.LocalSubstructure(8, 4, 6).double()
+    n, e = 10, 100
+    S = torch.randn(n, 3, 6, dtype=torch.float64, requires_grad=True)
+    frame = build_frame(torch.randn(e, 3, dtype=torch.float64), torch.randn(e, 3, dtype=torch.float64)).requires_grad_()
+    i, j = torch.randint(0, n, (e,)), torch.randint(0, n, (e,))
+    u = torch.rand(e, dtype=torch.float64)
+    weights = torch.randn(e, 12, dtype=torch.float64)
+    results = []
+    for recompute in (False, True):
+        out = block.read(lambda rows: (S[i[rows]], S[j[rows]]), frame, u, recompute)
+        grads = torch.autograd.grad((out * weights).sum(), [S, frame, *block.g.parameters()])
+        results.append((out.detach(), grads))
+    (out0, g0), (out1, g1) = results
+    assert torch.equal(out0, out1)
+    assert out0.shape == (e, 12) and float(g0[0].abs().max()) > 0
+    for a, b in zip(g0, g1):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)

@@ -63,9 +63,11 @@ smooth even map instead of abs, product gate a₂ ⊙ q, no direct force head.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from localframe.errors import InputError
@@ -79,7 +81,7 @@ from localframe.nn.frames import (
     build_frame, check_symmetry, local_centroids, node_frame, safe_norm, scalarize, tensorize,
 )
 from localframe.nn.init import unit_variance_init
-from localframe.nn.lse import LocalSubstructure
+from localframe.nn.lse import CHUNK_ELEMENTS, LocalSubstructure
 from localframe.nn.radial import ExpNormalBasis, flush_subnormal
 
 FTE_MODES = ("frame", "readout", "coefficients", "none")
@@ -128,6 +130,18 @@ class LEFTLayer(nn.Module):
         unit, u, phi, A, shared = previous
         return unit, self.edge_filter(A, phi, u, shared)
 
+    def frame_encoding(self, c, lean=False):
+        """g_F on every column of c (N, 3, H), (N, H). ``lean``, when autograd records: in chunks of about
+        ``CHUNK_ELEMENTS`` of g_F's hidden activations, each through ``torch.utils.checkpoint``, so that the
+        (N, H/4, H) activations (4,096 floats per atom at H = 128) are never kept, nor made, for all atoms at once."""
+        if not (lean and torch.is_grad_enabled()):
+            return columnwise(self.fte_g, c).squeeze(-2)
+        size = max(1, CHUNK_ELEMENTS // (self.fte_g[0].out_features * c.shape[-1]))
+        run = lambda part: columnwise(self.fte_g, part).squeeze(-2)  # noqa: E731
+        parts = [torch.utils.checkpoint.checkpoint(run, c[k : k + size], use_reentrant=False)
+                 for k in range(0, max(c.shape[0], 1), size)]
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
     def message(self, features, centre, neighbour):
         """(α_ij, (v_j ⊙ β_ij / √3 + ê_ij ⊗ γ_ij) / √H) for the pairs of ``features`` = (ê, filter)."""
         unit, filt = features
@@ -150,10 +164,11 @@ class LEFTLayer(nn.Module):
         s = s + ds
         v = dv if v is None else v + dv
         # 5. frame transition encoding; chunked calls keep only its inputs (g_F's (N, H/4, H) activations)
-        return pairs.recompute(self.transition, s, v, node_fr)
+        return pairs.recompute(functools.partial(self.transition, lean=pairs.chunked), s, v, node_fr)
 
-    def transition(self, s, v, node_fr):
-        """Step 5 (FTE) on the atoms: (s, v) after the message passing → (s, v) of the next layer."""
+    def transition(self, s, v, node_fr, lean=False):
+        """Step 5 (FTE) on the atoms: (s, v) after the message passing → (s, v) of the next layer.
+        ``lean`` (chunked calls): g_F in chunks of atoms, each recomputed in the backward pass (:meth:`frame_encoding`)."""
         n, h = s.shape
         U, V = self.uv(v).split(h, dim=-1)
         norm = safe_norm(U, dim=1)
@@ -162,7 +177,7 @@ class LEFTLayer(nn.Module):
         else:
             c = scalarize(U, node_fr, self.chiral)  # (N, 3, H): U in the node frame
             inputs = [s, norm, c.flatten(1)] if self.fte == "coefficients" else [
-                s, norm + columnwise(self.fte_g, c).squeeze(-2)]
+                s, norm + self.frame_encoding(c, lean)]
         out = self.update(torch.cat(inputs, dim=-1))
         a1, a2, a3 = out[:, : 3 * h].split(h, dim=-1)
         q = (U * V).sum(dim=1) / math.sqrt(h)
@@ -250,12 +265,13 @@ class LEFTNet(Representation):
         phi = self.radial(d)  # subnormals flushed by the basis
         return vectors / d.unsqueeze(-1), u, phi, u.unsqueeze(-1) * self.radial_mlp(phi)
 
-    def substructure_features(self, previous, edges, centre, neighbour):
-        """(ê, u, φ, A_ij, u MLP_A(A) when shared) with the edge frame and the LSE (steps 1, 3); m and S read at both ends."""
+    def substructure_features(self, previous, edges, centre, neighbour, recompute=False):
+        """(ê, u, φ, A_ij, u MLP_A(A) when shared) with the edge frame and the LSE (steps 1, 3); m and S read at both ends.
+        ``recompute`` (chunked calls): the LSE's g activations are recomputed in the backward pass, not kept."""
         unit, u, phi, hij = previous
         (m_i, S_i), (m_j, S_j) = centre, neighbour
         frame = build_frame(edges[0], m_i + m_j)  # F_ij = edge_frame(r_ij, m)
-        A = torch.cat([self.lse.read(lambda rows: (S_i[rows], S_j[rows]), frame, u), hij, phi], dim=-1)
+        A = torch.cat([self.lse.read(lambda rows: (S_i[rows], S_j[rows]), frame, u, recompute), hij, phi], dim=-1)
         shared = u.unsqueeze(-1) * self.shared_mlp_a(A) if self.shared_mlp_a is not None else None
         return unit, u, phi, A, shared
 
@@ -270,7 +286,8 @@ class LEFTNet(Representation):
         s = self.embedding(numbers) + e
         # 3. local substructure encoding
         (S,) = pairs.sum(lambda f, c, nb: (self.lse.summand(f[3], f[0], nb[0]),), neighbour=(self.lse.neighbour_input(s),))
-        pairs = pairs.features(self.substructure_features, edges=(vectors,), centre=(m, S), neighbour=(m, S))
+        pairs = pairs.features(functools.partial(self.substructure_features, recompute=pairs.chunked),
+                               edges=(vectors,), centre=(m, S), neighbour=(m, S))
         # 4–5. layers
         v = None  # v = 0 before the first layer
         for layer in self.layers:

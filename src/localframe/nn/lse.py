@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from localframe.errors import InputError
@@ -81,19 +82,29 @@ class LocalSubstructure(nn.Module):
         i, j = edge_index
         return self.read(lambda rows: (gather(S, i[rows]), gather(S, j[rows])), frame, u)
 
-    def read(self, ends, frame, u):
+    def read(self, ends, frame, u, recompute: bool = False):
         """[t^a, t^b] (E, 2C) for the pairs of ``frame`` (E, 3, 3) and ``u`` (E,); ``ends(rows)`` gives
-        (S_i, S_j) of those rows (a slice of the pairs): S read at the centre and at the neighbour."""
+        (S_i, S_j) of those rows (a slice of the pairs): S read at the centre and at the neighbour.
+
+        ``recompute``: each chunk of edges through ``torch.utils.checkpoint`` when autograd records, so
+        that a backward pass keeps only the chunk's inputs and output, not g's (e, G, 2C) activations
+        of every chunk (G = 32, C = 128: 16,384 floats, 64 KiB in float32, per edge)."""
         c = None if self.scale is None else (u * self.scale).unsqueeze(-1)
         size = max(32, CHUNK_ELEMENTS // (self.g[0].out_features * 2 * self.channels))
+        lean = recompute and torch.is_grad_enabled()
         out = []
         for k in range(0, max(frame.shape[0], 1), size):  # one (empty) chunk when there are no edges
             rows = slice(k, k + size)
-            S_i, S_j = ends(rows)
-            P = scalarize(torch.cat([S_j, S_i] if self.first else [S_i, S_j], dim=-1), frame[rows], self.chiral)
-            t = self.columns(P) + P[:, 0, :]  # (e, 3, 2C) -> (e, 2C)
+            pieces = (*ends(rows), frame[rows])
+            t = torch.utils.checkpoint.checkpoint(self.encode, *pieces, use_reentrant=False) if lean \
+                else self.encode(*pieces)
             out.append(t if c is None else t * c[rows])
         return torch.cat(out) if len(out) > 1 else out[0]
+
+    def encode(self, S_i, S_j, frame):
+        """[g(P^a) + P^a_1, g(P^b) + P^b_1] (e, 2C) from S at both ends (e, 3, C) and the edge frames (e, 3, 3)."""
+        P = scalarize(torch.cat([S_j, S_i] if self.first else [S_i, S_j], dim=-1), frame, self.chiral)
+        return self.columns(P) + P[:, 0, :]  # (e, 3, 2C) -> (e, 2C)
 
     def columns(self, P):
         """g (3 → G → 1) on every column of P (e, 3, C), (e, C): the columns as one (4, e·C) matrix with a row
