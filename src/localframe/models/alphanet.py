@@ -74,6 +74,7 @@ Departures from the published code, and why:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -272,12 +273,14 @@ class AlphaNet(Representation):
         phi = self.radial(d)
         return vectors / d.unsqueeze(-1), u, phi, u.unsqueeze(-1) * self.radial_mlp(phi)
 
-    def substructure_features(self, previous, edges, centre, neighbour):
-        """(ê, u, φ, A_ij) with the edge frame (step 1) and the LSE (step 2); m_i, S_i and S_j read at the pair."""
+    def substructure_features(self, previous, edges, centre, neighbour, recompute=False):
+        """(ê, u, φ, A_ij) with the edge frame (step 1) and the LSE (step 2); m_i, S_i and S_j read at the pair.
+        ``recompute`` (chunked calls): the LSE's g activations are recomputed in the backward pass, not kept."""
         unit, u, phi, hij = previous
         (m_i, S_i), (S_j,) = centre, neighbour
         frame = build_frame(edges[0], m_i)
-        return unit, u, phi, torch.cat([self.lse.read(lambda rows: (S_i[rows], S_j[rows]), frame, u), hij, phi], dim=-1)
+        return unit, u, phi, torch.cat([self.lse.read(lambda rows: (S_i[rows], S_j[rows]), frame, u, recompute), hij, phi],
+                                         dim=-1)
 
     def forward(self, numbers, edge_index, vectors, batch, n_structures):
         i = edge_index[0]
@@ -291,7 +294,8 @@ class AlphaNet(Representation):
         (e,) = pairs.sum(lambda f, c, nb: (f[3] * nb[0],), neighbour=(self.embed_norm(self.neighbour_embedding(numbers)),))
         s = z + e
         (S,) = pairs.sum(lambda f, c, nb: (self.lse.summand(f[3], f[0], nb[0]),), neighbour=(self.lse.neighbour_input(s),))
-        pairs = pairs.features(self.substructure_features, edges=(vectors,), centre=(m, S), neighbour=(S,))
+        pairs = pairs.features(functools.partial(self.substructure_features, recompute=pairs.chunked),
+                               edges=(vectors,), centre=(m, S), neighbour=(S,))
         q = (z @ self.state_embedding).unflatten(-1, (2, self.chi1)).transpose(1, 2)  # (N, χ₁, 2)
         v, rho = None, None
         # 3. layers
