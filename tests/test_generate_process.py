@@ -12,7 +12,7 @@ from localframe.generate.denoiser import Denoiser
 from localframe.generate.edm import EDM
 from localframe.generate.flow import FlowMatching
 from localframe.generate.molecule import Molecule
-from localframe.generate.process import remove_mean
+from localframe.generate.process import centred_noise
 from localframe.generate.schedule import PRECISION, alpha2, alpha_sigma
 
 ELEMENTS, CHARGES = (1, 6, 7, 8, 9), (-1, 0, 1)
@@ -75,7 +75,7 @@ def test_loss_is_invariant_under_rotation_and_translation_float64(process):
     t = torch.tensor([0.25, 0.7], dtype=torch.float64)
     gen = torch.Generator().manual_seed(3)
     n = len(batch.x)
-    eps_x = remove_mean(torch.randn(n, 3, generator=gen, dtype=torch.float64), batch.batch, 2)
+    eps_x = centred_noise((n, 3), batch.batch, 2, generator=gen, dtype=torch.float64)
     if process is EDM:
         other = torch.randn(n, proc.n_features, generator=gen, dtype=torch.float64)
         noise = lambda R: (eps_x @ R.T, other)  # noqa: E731

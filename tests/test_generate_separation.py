@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from localframe.generate.metrics import summarize
+from localframe.generate.process import centred_noise
 from localframe.generate.denoiser import pair_index as pairs
 from localframe.generate.separation import bonded_minimum, penalty, project, too_close
 
@@ -121,8 +122,7 @@ def test_separation_weight_adds_the_penalty_to_the_loss_and_keeps_it_invariant(n
     t = torch.tensor([0.6, 0.9], dtype=torch.float64)
     n = len(batch.x)
     gen = torch.Generator().manual_seed(1)
-    x0 = torch.randn(n, 3, generator=gen, dtype=torch.float64)
-    x0 = x0 - torch.zeros(2, 3, dtype=torch.float64).index_add(0, batch.batch, x0)[batch.batch] / torch.bincount(batch.batch)[batch.batch, None]
+    x0 = centred_noise((n, 3), batch.batch, 2, generator=gen, dtype=torch.float64)
     if name == "edm":
         other = torch.randn(n, proc.n_features, generator=gen, dtype=torch.float64)
         noise = lambda R: (x0 @ R.T, other)  # noqa: E731
