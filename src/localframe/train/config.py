@@ -108,6 +108,8 @@ class TrainConfig(_Section):
     denoise_forces: bool = Field(default=False, description="DeNS: the clean frame's forces as an input of the "
                                  "noised atoms (data with forces, off equilibrium)")
     early_stopping: int | None = Field(default=None, gt=0, description="validations without improvement")
+    val_every: int | None = Field(default=None, gt=0, description="validate every this many optimizer steps "
+                                  "(default: at the end of every epoch)")
     checkpoint_minutes: float = Field(default=10.0, gt=0, le=MAX_MINUTES)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     dtype: Literal["float32", "float64"] = "float32"

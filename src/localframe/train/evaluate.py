@@ -101,7 +101,8 @@ def parity_plots(pairs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
 
 def learning_curve(metrics_csv: str | Path, path: str | Path, units: dict[str, str] | None = None) -> Path | None:
     """From ``metrics.csv``: the training loss and validation metric (normalised), and beside them the
-    validation MAE of each label in its own unit (``units`` adds the data's own), against epoch, log scale."""
+    validation MAE of each label in its own unit (``units`` adds the data's own), against the optimizer
+    step (one point per row: per epoch, or per validation with ``train.val_every``), log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +115,7 @@ def learning_curve(metrics_csv: str | Path, path: str | Path, units: dict[str, s
         return None
 
     def series(column):
-        return [(float(r["epoch"]), float(r[column])) for r in rows if r.get(column) not in (None, "")]
+        return [(float(r["step"]), float(r[column])) for r in rows if r.get(column) not in (None, "")]
 
     mae_columns = [c for c in rows[0] if c.startswith("val_") and c.endswith("_mae") and series(c)]
     fig, axes = plt.subplots(1, 1 + len(mae_columns), figsize=(5.5 * (1 + len(mae_columns)), 4), squeeze=False)
@@ -131,7 +132,7 @@ def learning_curve(metrics_csv: str | Path, path: str | Path, units: dict[str, s
         ax.set_title(f"validation {label} MAE" + (f" [{unit}]" if unit else ""))
     for ax in axes[0]:
         ax.set_yscale("log")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,7 +3,8 @@
 RUN_DIR/
   config.yaml         the resolved configuration
   checkpoints/        last.ckpt (every ``checkpoint_minutes`` and at the end), best.ckpt (validation)
-  metrics.csv         one row per epoch: time, learning rate, training loss, validation metrics
+  metrics.csv         one row per validation (every epoch, or every ``train.val_every`` steps): step, time,
+                      learning rate, training loss, validation metrics
   model.pt            the deployable model (EMA weights of the best validation epoch)
   test_metrics.json   MAE and RMSE per label on the test split
   learning_curve.png, parity.png
@@ -40,19 +41,39 @@ from localframe.train.trainer import build_trainer, quiet_lightning
 
 class MetricsCSV(Callback):
     """Appends one row per epoch to RUN_DIR/metrics.csv (rank 0 only): time, learning rate, training
-    loss, validation metric and the validation MAE of every learned label in its own unit."""
+    loss, validation metric and the validation MAE of every learned label in its own unit.
 
-    def __init__(self, path: Path, labels, run: Path | None = None, denoise: bool = False):
-        self.path, self.run = path, run
+    ``per_validation`` (``train.val_every``): one row per validation instead, written when it ends; its
+    ``epoch`` is the epoch in progress and ``train_loss`` the mean over the steps since the last row."""
+
+    def __init__(self, path: Path, labels, run: Path | None = None, denoise: bool = False, per_validation: bool = False):
+        self.path, self.run, self.per_validation = path, run, per_validation
         self.columns = ["epoch", "step", "time_s", "lr", "train_loss", "val_metric", *(f"val_{k}_mae" for k in labels),
                         *(["train_denoise", "val_denoise"] if denoise else [])]
+        self._losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx):
+        if self.per_validation:
+            loss = trainer.callback_metrics.get("train_loss_step")
+            if loss is not None:
+                self._losses.append(float(loss))
+
+    def on_validation_end(self, trainer, task):
+        if self.per_validation and not trainer.sanity_checking:
+            mean = sum(self._losses) / len(self._losses) if self._losses else None
+            self._losses = []
+            self._write(trainer, task, mean)
 
     def on_train_epoch_end(self, trainer, task):
+        if not self.per_validation:
+            self._write(trainer, task, trainer.callback_metrics.get("train_loss_epoch"))
+
+    def _write(self, trainer, task, train_loss):
         if trainer.global_rank != 0:
             return
         m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "time_s": f"{task.elapsed:.1f}",
-               "lr": f"{trainer.optimizers[0].param_groups[0]['lr']:.3e}", "train_loss": _value(m.get("train_loss_epoch"))}
+               "lr": f"{trainer.optimizers[0].param_groups[0]['lr']:.3e}", "train_loss": _value(train_loss)}
         row.update({key: _value(m.get(key)) for key in self.columns[5:]})
         new = not self.path.exists()
         with writing(self.path, self.run), open(self.path, "a", newline="") as handle:
@@ -188,14 +209,17 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
                         save_top_k=1, enable_version_counter=False),
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val_metric", mode="min", save_top_k=1,
                         enable_version_counter=False),
-        MetricsCSV(run / "metrics.csv", learned, run, denoise=task.denoise_head is not None),
+        MetricsCSV(run / "metrics.csv", learned, run, denoise=task.denoise_head is not None,
+                   per_validation=tc.val_every is not None),
     ]
     if progress:
         callbacks.append(EpochProgress(learned, data.units))
+    # validation at the end of every epoch, or every train.val_every optimizer steps across epochs
+    every = dict(val_check_interval=tc.val_every, check_val_every_n_epoch=None) if tc.val_every else {}
     trainer = _trainer(
         cfg, max_epochs=tc.max_epochs, max_time=timedelta(minutes=tc.max_time) if tc.max_time else None,
         gradient_clip_val=tc.clip_grad, callbacks=callbacks, plugins=[AtomicCheckpointIO(run)],
-        default_root_dir=run, inference_mode=False, num_sanity_val_steps=0,
+        default_root_dir=run, inference_mode=False, num_sanity_val_steps=0, **every,
     )
     start = time.perf_counter()
     trainer.fit(
