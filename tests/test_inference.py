@@ -15,7 +15,7 @@ from localframe.calculator import Calculator
 from localframe.data.batch import AtomsBatch
 from localframe.data.neighbors import neighbor_pairs
 from localframe.errors import InputError
-from localframe.inference import VerletNeighborList, evaluate_many
+from localframe.inference import PER_ATOM, Evaluator, VerletNeighborList, evaluate_many, evaluate_together, split
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,6 +117,37 @@ def test_evaluate_many_matches_single_calls(lf):
     with pytest.raises(InputError, match="batch_size"):
         calc.evaluate_many(structures, batch_size=0)
 
+
+
+def test_split_per_structure():
+    """A batch's results split per structure (hand-built: 3 structures of 1, 3 and 2 atoms)."""
+    result = {"energy": np.array([1.0, 2.0, 3.0]), "forces": np.arange(18.0).reshape(6, 3),
+              "stress": np.arange(27.0).reshape(3, 3, 3), "forces_std": np.arange(6.0), "energies": np.eye(3)[:, :2]}
+    parts = split(result, np.array([1, 3, 2]))
+    assert len(parts) == 3
+    assert parts[1]["energy"] == 2.0 and parts[2]["energies"].tolist() == [0.0, 0.0]
+    assert parts[1]["forces"].tolist() == [[3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    assert parts[2]["forces_std"].tolist() == [4.0, 5.0]
+    assert parts[0]["stress"].tolist() == np.arange(9.0).reshape(3, 3).tolist()
+
+
+def test_evaluate_many_as_evaluate_together(lf):
+    """evaluate_many's arrays (one row per structure) and per-atom lists are the per-structure results of
+    evaluate_together, for a committee, over batches that end mid-way (float64)."""
+    members = [lf.build_model("schnet", seed=seed) for seed in (0, 1)]
+    crystals = [lf.rattled(lf.silicon(), 0.05, seed=k) for k in range(2)] + [lf.triclinic()]
+    evaluator = Evaluator(members, dtype="float64")
+    together = evaluate_together([evaluator.fork() for _ in crystals], crystals, stress=True)
+    many = evaluate_many(evaluator, crystals, batch_size=2)
+    assert sorted(many) == sorted(together[0])
+    for key, value in many.items():
+        if key in PER_ATOM:
+            assert isinstance(value, list) and [len(v) for v in value] == [len(a) for a in crystals]
+        else:
+            assert value.shape == (len(crystals),) + together[0][key].shape
+        for k, ref in enumerate(together):
+            np.testing.assert_allclose(value[k], ref[key], rtol=0, atol=1e-10, err_msg=key)
+    assert many["forces_std"][0].max() > 0
 
 def test_calculator_rejects_overlapping_atoms():
     model = models.create("schnet", hidden_channels=8, num_layers=1)

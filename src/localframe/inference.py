@@ -325,7 +325,10 @@ def _groups(pairs: list[int], max_pairs: int | None) -> list[list[int]]:
 
 
 def split(result: dict[str, np.ndarray], n_atoms: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """The results of a batch (:func:`combine`) as one dict per structure of ``n_atoms`` atoms."""
+    """The results of a batch (:func:`combine`) as one dict per structure of ``n_atoms`` atoms: the
+    rows of that structure's atoms for the keys in :data:`PER_ATOM`, its entry for the others (views,
+    not copies). The one way results are split per structure (:func:`evaluate_together`,
+    :func:`evaluate_many`)."""
     ends = np.cumsum(n_atoms)
     starts = ends - n_atoms
     return [{key: value[a:b] if key in PER_ATOM else value[k] for key, value in result.items()}
@@ -390,9 +393,7 @@ def evaluate_many(
         distances = converter.distances
         outputs = [model(restrict(batch, distances, c), forces=True, stress=stress, dipole=False)
                    for model, c in zip(evaluator.models, evaluator.cutoffs)]
-        result = combine(outputs)
-        sections = np.cumsum(batch.n_atoms.cpu().numpy())[:-1]
-        for key, value in result.items():
-            per_atom = key in PER_ATOM
-            parts.setdefault(key, []).extend(np.split(value, sections) if per_atom else [value])
-    return {key: (values if key in PER_ATOM else np.concatenate(values)) for key, values in parts.items()}
+        for result in split(combine(outputs), batch.n_atoms.cpu().numpy()):
+            for key, value in result.items():
+                parts.setdefault(key, []).append(value)
+    return {key: (values if key in PER_ATOM else np.stack(values)) for key, values in parts.items()}
