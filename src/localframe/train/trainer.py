@@ -20,7 +20,10 @@ LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 
 def quiet_lightning(level: int = logging.WARNING) -> None:
     """Keep the console to our progress lines and results: no accelerator banners, tips or deprecations
-    (Lightning's loggers at ``level``; the benchmarks pass ``logging.ERROR``)."""
+    (Lightning's loggers at ``level``; the benchmarks pass ``logging.ERROR``). Lightning is imported first:
+    importing ``lightning.pytorch`` sets its logger to INFO, which would undo a level set before."""
+    import lightning.pytorch  # noqa: F401 - for its import-time logger set-up, see above
+
     for name in LOGGERS:
         logging.getLogger(name).setLevel(level)
     warnings.filterwarnings("ignore", message=".*treespec.*")
