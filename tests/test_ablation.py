@@ -37,19 +37,35 @@ def test_summary_table_and_curves_on_hand_built_runs(tmp_path):
                _record("schnet/unit", 1, 0.120, [(2, 0.50), (4, 0.22)]),
                _record("schnet/virgo", 0, 0.300, [(2, 0.60), (4, 0.40)]),
                _record("schnet/virgo", 1, 0.310, [(2, 0.70), (4, 0.42)])]
-    rows = ablation.summary(results, variants, "U0_atom", scale=1000)
+    rows = ablation.summary(results, variants, ablation.Metric("U0_atom", 1000, "meV"))
     unit, virgo = rows
     assert unit["test_mean_std"][0] == pytest.approx(110.0) and unit["test_mean_std"][1] == pytest.approx(math.sqrt(200))
     assert unit["val_mean_std"][0] == pytest.approx(210.0)  # the last validation of each seed
     assert unit["cpu_s"] == (10.5, pytest.approx(math.sqrt(0.5)))
     assert "vs" not in unit and virgo["vs"] == "schnet/unit"
     assert virgo["delta_test"] == pytest.approx(195.0) and virgo["beyond_spread"]
-    text = ablation.table(rows, "meV")
-    assert "| schnet/unit | 2 | 4 | 110.0 ± 14.1 | 210.0 ± 14.1 |" in text
+    text = ablation.table(rows)
+    assert "| schnet/unit | U0_atom (meV) | 2 | 4 | 110.0 ± 14.1 | 210.0 ± 14.1 |" in text
     assert "+195.0 (beyond the spread)" in text
     steps, mean, std = ablation.curves(results, "schnet/unit", "U0_atom", scale=1000)
     assert steps == [2, 4] and mean == pytest.approx([400.0, 210.0]) and std[0] == pytest.approx(math.sqrt(2) * 100)
-    assert ablation.plot(results, variants, "U0_atom", tmp_path / "curves.png", 1000, "meV").stat().st_size > 0
+    metric = ablation.parse_metric("U0_atom:1000:meV")
+    assert metric == ablation.Metric("U0_atom", 1000.0, "meV")
+    assert ablation.plot(results, variants, metric, tmp_path / "curves.png").stat().st_size > 0
+    assert ablation.plot_test(results, variants, metric, tmp_path / "test.png").stat().st_size > 0
+
+
+def test_each_variant_is_compared_on_the_first_label_its_runs_have():
+    variants = [ablation.parse_variant("mu/off", ""), ablation.parse_variant("mu/spe", "model.spe={}")]
+    results = [{"variant": v, "seed": 0, "returncode": 0, "cpu_s": 1.0, "steps": 2, "test": {"mu": {"mae": mae}}, "curve": []}
+               for v, mae in (("mu/off", 0.50), ("mu/spe", 0.40))]
+    metrics = [ablation.parse_metric("U0_atom:1000:meV"), ablation.parse_metric("mu:1:D")]
+    off, spe = ablation.summary(results, variants, metrics)
+    assert off["label"] == spe["label"] == "mu" and off["unit"] == "D"
+    assert spe["delta_test"] == pytest.approx(-0.10) and spe["beyond_spread"]  # one seed each: std 0
+    assert "| mu/spe | mu (D) | 1 | 2 | 0.400 ± 0.000 |" in ablation.table([off, spe])
+    with pytest.raises(InputError, match="SCALE"):
+        ablation.parse_metric("mu:x:D")
 
 
 def test_variant_names_are_checked():

@@ -6,7 +6,7 @@ and validation curves (mean ± std band per variant).
         --set train.threads=1 data.n_train=2000 train.val_every=20 \\
         --variant schnet/unit  "model.preset=null model.name=schnet model.init=unit" \\
         --variant schnet/virgo "model.preset=null model.name=schnet model.init=virgo" \\
-        --label U0_atom --scale 1000 --unit meV --plot docs/figures/x.png
+        --label U0_atom:1000:meV --plot docs/figures/x.png
 
 A variant's name is ``panel/curve``: the plot has one panel per ``panel`` and one curve per ``curve``;
 the table compares each variant with the first one of its panel. Every run is
@@ -16,6 +16,9 @@ environment (``OMP_NUM_THREADS``) are inherited, the thread count of torch is th
 ``train.threads``. A run whose ``RUN/ablation_run.json`` exists is not run again (an interrupted ablation
 continues where it stopped). ``OUT/results.json`` holds one record per run (command, CPU seconds = user +
 system time of the process, steps, test metrics, validation curve); ``OUT/table.md`` the table.
+``--summary-only`` makes the table and plots of the variants named from an existing ``results.json``;
+``--label`` takes several labels (``U0_atom:1000:meV mu:1:D``): each variant is compared on the first
+that its runs have.
 
 "Beyond the seeds' spread" in the table means that the intervals mean ± std of the two variants do not
 overlap: |Δ mean| > std_a + std_b (std: the sample standard deviation over the seeds).
@@ -158,6 +161,43 @@ def _save(out: Path, records: dict, variants: Sequence[Variant], seeds: Sequence
 
 
 # ---------------------------------------------------------------------------------------------- summaries
+@dataclass(frozen=True)
+class Metric:
+    """A label compared (e.g. ``U0_atom``), the factor of its MAEs in tables and plots and their unit."""
+    label: str
+    scale: float = 1.0
+    unit: str = ""
+
+
+def parse_metric(text: str) -> Metric:
+    """``LABEL[:SCALE[:UNIT]]``, e.g. ``U0_atom:1000:meV`` (eV -> meV) or ``mu:1:D``."""
+    label, scale, unit = (text.split(":", 2) + ["1", ""])[:3]
+    try:
+        return Metric(label, float(scale), unit)
+    except ValueError:
+        raise InputError(f"ablation metric {text!r}: LABEL[:SCALE[:UNIT]] with a number as SCALE") from None
+
+
+def _has(record: dict, label: str) -> bool:
+    return label in record.get("test", {}) or any(f"val_{label}_mae" in row for row in record.get("curve", []))
+
+
+def metric_of(results: Sequence[dict], variant: str, metrics: Sequence[Metric]) -> Metric:
+    """The first of ``metrics`` whose label the runs of ``variant`` have (else the first)."""
+    mine = [r for r in results if r["variant"] == variant]
+    return next((m for m in metrics if any(_has(r, m.label) for r in mine)), metrics[0])
+
+
+def _as_metrics(metrics) -> list[Metric]:
+    if isinstance(metrics, (Metric, str)):
+        metrics = [metrics]
+    return [m if isinstance(m, Metric) else Metric(m) for m in metrics]
+
+
+def _ok(results: Sequence[dict], variant: str) -> list[dict]:
+    return [r for r in results if r["variant"] == variant and r.get("returncode") == 0]
+
+
 def _test_mae(record: dict, label: str) -> float | None:
     entry = record.get("test", {}).get(label)
     return None if not entry else entry.get("mae")
@@ -168,17 +208,20 @@ def _final_val(record: dict, label: str) -> float | None:
     return rows[-1][f"val_{label}_mae"] if rows else None
 
 
-def summary(results: Sequence[dict], variants: Sequence[Variant], label: str, scale: float = 1.0) -> list[dict]:
-    """Per variant: seeds, test MAE and final validation MAE (× ``scale``) as (mean, std) with the values,
-    steps, CPU seconds per run, and the comparison with the first variant of its panel."""
+def summary(results: Sequence[dict], variants: Sequence[Variant], metrics) -> list[dict]:
+    """Per variant, for its metric (:func:`metric_of`): seeds, test MAE and final validation MAE (× scale)
+    as (mean, std) with the values, steps, CPU seconds per run, and the comparison with the first variant
+    of its panel."""
+    metrics = _as_metrics(metrics)
     rows, first = [], {}
     for v in variants:
-        mine = [r for r in results if r["variant"] == v.name and r.get("returncode") == 0]
-        test = [_test_mae(r, label) * scale for r in mine if _test_mae(r, label) is not None]
-        val = [_final_val(r, label) * scale for r in mine if _final_val(r, label) is not None]
-        row = {"variant": v.name, "panel": v.panel, "curve": v.curve, "seeds": [r["seed"] for r in mine],
-               "test": test, "test_mean_std": mean_std(test), "val": val, "val_mean_std": mean_std(val),
-               "steps": sorted({r["steps"] for r in mine}), "cpu_s": mean_std([r["cpu_s"] for r in mine])}
+        mine, m = _ok(results, v.name), metric_of(results, v.name, metrics)
+        test = [_test_mae(r, m.label) * m.scale for r in mine if _test_mae(r, m.label) is not None]
+        val = [_final_val(r, m.label) * m.scale for r in mine if _final_val(r, m.label) is not None]
+        row = {"variant": v.name, "panel": v.panel, "curve": v.curve, "label": m.label, "unit": m.unit,
+               "seeds": [r["seed"] for r in mine], "test": test, "test_mean_std": mean_std(test), "val": val,
+               "val_mean_std": mean_std(val), "steps": sorted({r["steps"] for r in mine}),
+               "cpu_s": mean_std([r["cpu_s"] for r in mine])}
         reference = first.setdefault(v.panel, row)
         if reference is not row and test and reference["test"]:
             row["vs"] = reference["variant"]
@@ -193,24 +236,31 @@ def _pm(pair: tuple[float, float], digits: int = 1) -> str:
     return "–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def table(rows: Sequence[dict], unit: str = "", digits: int = 1) -> str:
-    """Markdown: variant, seeds, steps, test MAE, final validation MAE, CPU s per run, Δ to the panel's first."""
-    u = f" ({unit})" if unit else ""
-    lines = [f"| variant | seeds | steps | test MAE{u} | final validation MAE{u} | CPU s per run | Δ test vs first of panel |",
-             "|---|---|---|---|---|---|---|"]
+def _digits(row: dict) -> int:
+    """Enough decimals for three significant figures of the row's mean test MAE (at least 1)."""
+    mean = row["test_mean_std"][0]
+    return 1 if math.isnan(mean) or mean <= 0 else max(1, 2 - int(math.floor(math.log10(mean))))
+
+
+def table(rows: Sequence[dict]) -> str:
+    """Markdown: variant, label, seeds, steps, test MAE, final validation MAE, CPU s per run, Δ to the panel's first."""
+    lines = ["| variant | label (unit) | seeds | steps | test MAE | final validation MAE | CPU s per run | Δ test vs first of panel |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        delta = (f"{r['delta_test']:+.{digits}f} ({'beyond' if r['beyond_spread'] else 'within'} the spread)"
+        d = _digits(r)
+        delta = (f"{r['delta_test']:+.{d}f} ({'beyond' if r['beyond_spread'] else 'within'} the spread)"
                  if "delta_test" in r else "reference")
         steps = ", ".join(str(s) for s in r["steps"])
-        lines.append(f"| {r['variant']} | {len(r['seeds'])} | {steps} | {_pm(r['test_mean_std'], digits)} | "
-                     f"{_pm(r['val_mean_std'], digits)} | {_pm(r['cpu_s'], 0)} | {delta} |")
+        label = r["label"] + (f" ({r['unit']})" if r["unit"] else "")
+        lines.append(f"| {r['variant']} | {label} | {len(r['seeds'])} | {steps} | {_pm(r['test_mean_std'], d)} | "
+                     f"{_pm(r['val_mean_std'], d)} | {_pm(r['cpu_s'], 0)} | {delta} |")
     return "\n".join(lines) + "\n"
 
 
 def curves(results: Sequence[dict], variant: str, label: str, scale: float = 1.0):
     """(steps, mean, std) of the validation MAE over the seeds of ``variant``, at the steps every seed has."""
     per_seed = [{row["step"]: row[f"val_{label}_mae"] * scale for row in r.get("curve", []) if f"val_{label}_mae" in row}
-                for r in results if r["variant"] == variant and r.get("returncode") == 0]
+                for r in _ok(results, variant)]
     if not per_seed:
         return [], [], []
     steps = sorted(set.intersection(*(set(c) for c in per_seed)))
@@ -218,31 +268,17 @@ def curves(results: Sequence[dict], variant: str, label: str, scale: float = 1.0
     return steps, [m for m, _ in stats], [sd for _, sd in stats]
 
 
-def plot(results: Sequence[dict], variants: Sequence[Variant], label: str, path: str | Path, scale: float = 1.0,
-         unit: str = "", title: str = "") -> Path:
-    """One panel per variant panel: mean validation MAE vs step per curve, ± std band, log y."""
+def _figure(n: int):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(dict.fromkeys(v.panel for v in variants))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        for i, v in enumerate(v for v in variants if v.panel == panel):
-            steps, mean, std = curves(results, v.name, label, scale)
-            if not steps:
-                continue
-            n = sum(1 for r in results if r["variant"] == v.name and r.get("returncode") == 0)
-            ax.plot(steps, mean, marker="o", ms=2.5, color=f"C{i}", label=f"{v.curve} ({n} seeds)")
-            ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                            color=f"C{i}", alpha=0.25, linewidth=0)
-        ax.set_yscale("log")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel(f"validation {label} MAE" + (f" ({unit})" if unit else ""))
-        ax.set_title(panel)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False)
+    return plt, fig, axes[0]
+
+
+def _save_figure(plt, fig, path, title: str) -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -251,6 +287,57 @@ def plot(results: Sequence[dict], variants: Sequence[Variant], label: str, path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _unit(m: Metric) -> str:
+    return f" ({m.unit})" if m.unit else ""
+
+
+def plot(results: Sequence[dict], variants: Sequence[Variant], metrics, path: str | Path, title: str = "") -> Path:
+    """Validation curves: one panel per variant panel, mean validation MAE vs step per curve, ± std band, log y."""
+    metrics = _as_metrics(metrics)
+    panels = list(dict.fromkeys(v.panel for v in variants))
+    plt, fig, axes = _figure(len(panels))
+    for ax, panel in zip(axes, panels):
+        mine = [v for v in variants if v.panel == panel]
+        m = metric_of(results, mine[0].name, metrics)
+        for i, v in enumerate(mine):
+            steps, mean, std = curves(results, v.name, m.label, m.scale)
+            if not steps:
+                continue
+            n = len(_ok(results, v.name))
+            ax.plot(steps, mean, marker="o", ms=2.5, color=f"C{i}", label=f"{v.curve} ({n} seeds)")
+            ax.fill_between(steps, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
+                            color=f"C{i}", alpha=0.25, linewidth=0)
+        ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"validation {m.label} MAE{_unit(m)}")
+        ax.set_title(panel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save_figure(plt, fig, path, title)
+
+
+def plot_test(results: Sequence[dict], variants: Sequence[Variant], metrics, path: str | Path, title: str = "") -> Path:
+    """Test MAE: one panel per variant panel, each seed a dot and the mean ± std as a bar with error bar."""
+    metrics = _as_metrics(metrics)
+    panels = list(dict.fromkeys(v.panel for v in variants))
+    plt, fig, axes = _figure(len(panels))
+    for ax, panel in zip(axes, panels):
+        mine = [v for v in variants if v.panel == panel]
+        m = metric_of(results, mine[0].name, metrics)
+        for i, v in enumerate(mine):
+            values = [_test_mae(r, m.label) * m.scale for r in _ok(results, v.name) if _test_mae(r, m.label) is not None]
+            if not values:
+                continue
+            mean, std = mean_std(values)
+            ax.bar(i, mean, yerr=std, color=f"C{i}", alpha=0.5, capsize=6, width=0.6)
+            ax.plot([i + 0.12 * (k - (len(values) - 1) / 2) for k in range(len(values))], values, "k.", ms=6)
+        ax.set_xticks(range(len(mine)), [f"{v.curve}\n({len(_ok(results, v.name))} seeds)" for v in mine])
+        ax.set_ylabel(f"test {m.label} MAE{_unit(m)}")
+        ax.set_title(panel)
+        ax.grid(True, axis="y", alpha=0.3)
+    return _save_figure(plt, fig, path, title)
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -262,15 +349,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each its own process)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every run")
     parser.add_argument("--variant", nargs=2, action="append", required=True, metavar=("NAME", "OVERRIDES"))
-    parser.add_argument("--label", required=True, help="the label compared, e.g. U0_atom")
-    parser.add_argument("--scale", type=float, default=1.0, help="factor of the MAEs in the table and plot (eV -> meV: 1000)")
-    parser.add_argument("--unit", default="")
+    parser.add_argument("--label", nargs="+", required=True, metavar="LABEL[:SCALE[:UNIT]]",
+                        help="the labels compared, e.g. U0_atom:1000:meV mu:1:D; each variant uses the first its runs have")
     parser.add_argument("--plot", help="PNG of the validation curves")
+    parser.add_argument("--test-plot", help="PNG of the test MAEs (seeds and mean ± std)")
     parser.add_argument("--title", default="")
-    parser.add_argument("--summary-only", action="store_true", help="tables and plot from OUT/results.json, no runs")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="table and plots of the given variants from OUT/results.json, no runs")
     args = parser.parse_args(argv)
     try:
         variants = [parse_variant(name, overrides) for name, overrides in args.variant]
+        metrics = [parse_metric(text) for text in args.label]
         if args.summary_only:
             results = json.loads((Path(args.out) / "results.json").read_text())
         else:
@@ -278,12 +367,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    text = table(summary(results, variants, args.label, args.scale), args.unit)
-    write_text(Path(args.out) / "table.md", text)
+    text = table(summary(results, variants, metrics))
+    if not args.summary_only:
+        write_text(Path(args.out) / "table.md", text)
     print(text, end="")
     if args.plot:
-        print(f"plot: {plot(results, variants, args.label, args.plot, args.scale, args.unit, args.title)}")
-    failed = [r for r in results if r.get("returncode") != 0]
+        print(f"plot: {plot(results, variants, metrics, args.plot, args.title)}")
+    if args.test_plot:
+        print(f"test plot: {plot_test(results, variants, metrics, args.test_plot, args.title)}")
+    names = {v.name for v in variants}
+    failed = [r for r in results if r["variant"] in names and r.get("returncode") != 0]
     for r in failed:
         print(f"failed: {r['variant']} seed {r['seed']} (rc {r['returncode']}): see {r['run_dir']}/train.log", file=sys.stderr)
     return 1 if failed else 0
