@@ -34,7 +34,10 @@ skin/2 (exactly the same pairs as a fresh list; ``skin=0``, the default, builds 
 call, which with vesin on a CPU measured as fast); ``compile=True`` evaluates energy and forces of one structure through a compiled fixed graph
 (:mod:`localframe.fast`; the first call compiles for minutes, later calls are several times
 faster; same results to round-off) and the rest through ``torch.compile``. :meth:`Calculator.evaluate_many` evaluates many
-structures in batches. The calculator works on its own copies of the models, in eval mode, in the
+structures in batches. ``stress_with_forces`` (see :class:`Calculator`): once the stress has been asked for
+a periodic structure, every later energy or forces call for the same atoms computes it in the same pass, so
+that NPT dynamics and cell relaxation, which ask for forces and then stress at every step, make one model
+call per step, not two. The calculator works on its own copies of the models, in eval mode, in the
 requested dtype and on the requested device.
 """
 
@@ -62,14 +65,23 @@ class Calculator(_AseCalculator):
     element the model was not trained on raises :class:`~localframe.errors.InputError` naming it,
     unless ``allow_unseen_elements=True`` (model files without a record of their elements are not
     checked).
+
+    ``stress_with_forces``: when a call for a structure periodic in all three directions also computes the
+    stress (the same forward and backward pass, so a later ``get_stress`` at the same positions is free):
+    None (default) from the first time the stress is asked for atoms with these atomic numbers and
+    periodicity on (a barostat or a cell filter asks for forces and stress at every step); True always;
+    False only when asked. Non-periodic structures never compute it.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "dipole", "charges"]
     _DIPOLE_PROPERTIES = ("dipole", "charges")
 
     def __init__(self, model_or_path, device: str | torch.device = "cpu", dtype: str = "float32",
-                 skin: float = 0.0, compile: bool = False, allow_unseen_elements: bool = False, **kwargs):
+                 skin: float = 0.0, compile: bool = False, allow_unseen_elements: bool = False,
+                 stress_with_forces: bool | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.stress_with_forces = stress_with_forces
+        self._stress_asked: tuple[np.ndarray, np.ndarray] | None = None  # (numbers, pbc) stress was last asked for
         self.evaluator = model_or_path if isinstance(model_or_path, Evaluator) else Evaluator(
             model_or_path, device=device, dtype=dtype, skin=skin, compile=compile,
             allow_unseen_elements=allow_unseen_elements)
@@ -141,7 +153,7 @@ class Calculator(_AseCalculator):
             raise PropertyNotImplementedError(
                 "dipole and charges need a model with a dipole head and a non-periodic structure"
             )
-        want_stress = fully_periodic and any(p in ("stress", "stress_std") for p in properties)
+        want_stress = fully_periodic and self._with_stress(atoms, properties)
         out = self.evaluator(atoms, stress=want_stress, dipole=self.evaluator.has_dipole and not periodic)
         energy = float(out["energy"])
         self.results["energy"] = energy
@@ -156,6 +168,17 @@ class Calculator(_AseCalculator):
             self.results["energy_std"] = float(out["energy_std"])
         if "stress_std" in out:
             self.results["stress_std"] = _voigt(out["stress_std"])
+
+    def _with_stress(self, atoms: Atoms, properties) -> bool:
+        """Whether this call (for a structure periodic in all three directions) computes the stress too
+        (``stress_with_forces``)."""
+        if any(p in ("stress", "stress_std") for p in properties):
+            self._stress_asked = (atoms.numbers.copy(), atoms.pbc.copy())
+            return True
+        if self.stress_with_forces is not None:
+            return bool(self.stress_with_forces)
+        asked = self._stress_asked
+        return asked is not None and np.array_equal(asked[0], atoms.numbers) and np.array_equal(asked[1], atoms.pbc)
 
     def evaluate_many(self, atoms_list: Iterable[Atoms], batch_size: int = 32, stress: bool | None = None) -> dict:
         """Energies (n,) eV and forces (list of (N_k, 3) eV/Å) of many structures, in batches.

@@ -125,6 +125,8 @@ def run_md(
             stack.callback(fix, None)
         writer = stack.enter_context(Output(traj, log, append=restart, ensemble=ensemble, committee=committee))
         try:
+            if ensemble == "npt":  # the barostat's first step needs it; asked first, a localframe Calculator
+                atoms.get_stress()  # computes it with the forces in one call here and at every step after
             atoms.get_forces()
         except InputError as err:
             raise stop(f"the calculator refused the structure: {err.problem}") from None
