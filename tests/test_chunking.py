@@ -107,3 +107,38 @@ def test_leftnet_recomputed_in_many_pieces(box, one_thread, monkeypatch):
     for key in ("energy", "forces", "stress"):
         assert torch.allclose(out[key].detach(), ref[key], rtol=0, atol=1e-10), key
     assert ref["forces"].abs().max() > 1e-3
+
+
+def test_forces_backward_takes_no_parameter_gradients(box, one_thread, monkeypatch):
+    """Forces and stress (autograd.grad with respect to positions and strain) of a model whose parameters
+    require gradients: the chunked backward asks autograd for no parameter gradient; asked for both
+    at once, positions and parameters get the gradients of the call at once (float64)."""
+    torch.manual_seed(2)
+    model = models.create("painn", cutoff=4.0, **SMALL).double().eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert len(params) > 10
+    asked = []
+    grad = torch.autograd.grad
+
+    def spy(outputs, inputs, *args, **kwargs):
+        asked.append(list(inputs) if isinstance(inputs, (list, tuple)) else [inputs])
+        return grad(outputs, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    model.edge_chunk = 37
+    model(box, forces=True, stress=True)
+    inner = asked[:-1]  # the last call is the model's own, with respect to positions and strain
+    assert inner and not any(isinstance(t, torch.nn.Parameter) for call in inner for t in call)
+    monkeypatch.undo()
+
+    both = []
+    for chunk in (0, 37):
+        model.edge_chunk = chunk
+        positions = box.positions.detach().clone().requires_grad_(True)
+        energy = model.energy_head(model.features(box, positions)[0], box.numbers, box.batch, box.n_structures)
+        both.append(torch.autograd.grad(energy.sum(), [positions] + params, allow_unused=True))
+    for got, ref in zip(both[1], both[0]):
+        assert (got is None) == (ref is None)
+        if ref is not None:
+            assert torch.allclose(got, ref, rtol=0, atol=1e-10)
+    assert both[0][0].abs().max() > 1e-3

@@ -100,7 +100,7 @@ class _ChunkedSum(torch.autograd.Function):
         fn, kinds, edge_index, n_nodes, chunk, params = ctx.spec
         tensors = ctx.saved_tensors
         n_in = len(kinds)
-        need = ctx.needs_input_grad[1:]
+        need = _used(ctx)
         out = [torch.zeros_like(t) if n else None for t, n in zip(tensors[:n_in], need[:n_in])]
         trainable = [p for p, n in zip(params, need[n_in:]) if n]
         param_grads: list[torch.Tensor | None] = [None] * len(trainable)
@@ -129,6 +129,23 @@ class _ChunkedSum(torch.autograd.Function):
             del pieces, res, pairs, found  # before the next chunk's are made
         param_grads = iter(param_grads)
         return (None, *out, *[next(param_grads) if n else None for n in need[n_in:]])
+
+
+def _used(ctx) -> list[bool]:
+    """Per tensor input of a :class:`_ChunkedSum`: whether the running backward pass uses its gradient.
+
+    ``needs_input_grad`` says which inputs require one; of those, only the ones whose gradient node the
+    engine will run are used: ``torch.autograd.grad(energy, positions)`` (forces, stress) runs no
+    parameter's gradient accumulator, so the recompute then takes no parameter gradients, while
+    ``energy.backward()`` runs them all."""
+    need = ctx.needs_input_grad[1:]  # after spec, which is not a tensor and has no entry in next_functions
+    if len(ctx.next_functions) != len(need):
+        return list(need)
+    try:
+        return [bool(n) and node is not None and torch._C._will_engine_execute_node(node)
+                for n, (node, _) in zip(need, ctx.next_functions)]
+    except (AttributeError, RuntimeError):  # no such query in this torch: every gradient that may be needed
+        return list(need)
 
 
 @torch.compiler.disable  # a compiled representation (torch.compile) runs the chunk loop eagerly
