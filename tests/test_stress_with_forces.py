@@ -108,3 +108,12 @@ def test_cell_relaxation_one_call_per_step(lf, calls):
     final, ref = summary["atoms"], separate["atoms"]
     np.testing.assert_allclose(final.cell.array, ref.cell.array, rtol=0, atol=1e-10)
     np.testing.assert_allclose(final.positions, ref.positions, rtol=0, atol=1e-10)
+
+
+def test_npt_replicas_one_batched_call_per_step(lf):
+    from localframe.md import run_replicas
+
+    calc = Calculator(lf.build_model("schnet"), dtype="float64")
+    result = run_replicas(calc, box(), 2, ensemble="npt", temperature=300.0, timestep=1.0, steps=STEPS, pressure=1.0,
+                          progress=False)
+    assert result["model_calls"] == STEPS + 1 and not result["stopped"]
