@@ -16,7 +16,9 @@ TINY = ["model.hparams={hidden_channels: 8, num_layers: 1}"]
 
 
 def test_sample_then_evaluate_round_trip(tmp_path, capsys):
-    cfg = train.load_config(None, TINY + ["process=edm"])
+    # flow: an untrained EGNN's 3-step EDM samples reach 10⁶ Å and are written as failed records
+    # (tests/test_generate_failed.py)
+    cfg = train.load_config(None, TINY + ["process=flow"])
     process = train.build(cfg, ELEMENTS_H, CHARGES)
     histogram = np.zeros(8, int)
     histogram[[5, 7]] = 1
@@ -27,7 +29,8 @@ def test_sample_then_evaluate_round_trip(tmp_path, capsys):
     assert len(mols) == 6 and {len(m) for m in mols} <= {5, 7}
     assert all(m.bonds is not None for m in mols)
     capsys.readouterr()
-    assert main(["generate", "evaluate", str(out), "--reference", "0", "--no-novelty", "--json"]) == 0
+    assert main(["generate", "evaluate", str(out), "--reference", "0", "--no-novelty", "--json", "--strain", "0",
+                 "--posebusters", "0"]) == 0
     assert '"n_molecules": 6' in capsys.readouterr().out
 
 
@@ -80,7 +83,7 @@ def test_tiny_training_run_with_bonds_and_condition_round_trip(tmp_path, capsys)
     mols = read_sdf(out)
     assert all(m.bonds is not None and "alpha" in m.info["properties"] for m in mols)
     capsys.readouterr()
-    assert main(["generate", "evaluate", str(out), "--reference", "20", "--json"]) == 0
+    assert main(["generate", "evaluate", str(out), "--reference", "20", "--json", "--strain", "0", "--posebusters", "0"]) == 0
     assert '"n_molecules": 4' in capsys.readouterr().out
 
 
@@ -92,7 +95,8 @@ def test_tiny_training_run_round_trip(tmp_path):
                  "data.n_train=50", *TINY]) == 0
     assert (run / "model.pt").is_file() and (run / "config.yaml").is_file()
     assert main(["generate", "sample", str(run / "model.pt"), "--n", "4", "--steps", "5", "--out", str(tmp_path / "m.sdf"), "--quiet"]) == 0
-    assert main(["generate", "evaluate", str(tmp_path / "m.sdf"), "--reference", "20"]) == 0
+    assert main(["generate", "evaluate", str(tmp_path / "m.sdf"), "--reference", "20", "--strain", "2",
+                 "--posebusters", "2", "--quiet"]) == 0
 
 
 def _config(tmp_path):

@@ -206,7 +206,8 @@ def test_cli_round_trip_with_a_fragment(tmp_path, capsys, suffix):
     for m in mols:  # the SDF keeps 4 decimals
         assert np.abs(m.positions[:3] - expected).max() <= 5e-5 and list(m.numbers[:3]) == [6, 6, 8]
     capsys.readouterr()
-    assert main(["generate", "evaluate", str(out), "--reference", "0", "--no-novelty", "--json"]) == 0
+    assert main(["generate", "evaluate", str(out), "--reference", "0", "--no-novelty", "--json", "--strain", "0",
+                 "--posebusters", "0"]) == 0
     result = json.loads(capsys.readouterr().out)["samples"]
     assert result["n_molecules"] == 4 and result["pairs_too_close"] == 0.0
     assert main(["generate", "sample", str(tmp_path / "model.pt"), "--fragment", str(path), "--add", "9", "--out", str(out)]) == 2

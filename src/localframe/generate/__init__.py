@@ -6,5 +6,6 @@
 ``process``), ``denoiser`` (any representation of :mod:`localframe.models` as a denoiser),
 ``train`` and ``sample`` (what the CLI calls), ``inpaint`` (completing a fixed fragment, guided
 sampling), ``separation`` (the bonded minimum distance: projection, penalty, metric) and
-``condition`` (EDM's evaluation of a property-conditioned generator).
+``condition`` (EDM's evaluation of a property-conditioned generator); ``strain`` (GFN2-xTB
+relaxation: ΔE and RMSD) and ``geometry_checks`` (PoseBusters) are the costly metrics.
 """

@@ -9,7 +9,7 @@ regressor φ never sees the generator's molecules, nor the generator the regress
 - **generated**: MAE = mean_k |φ(x_k) − c_k| over the generated molecules x_k, each sampled for a
   requested property c_k (the SDF's data item of that name); a molecule with two atoms closer than
   :data:`localframe.data.convert.MIN_DISTANCE` (0.1 Å), which the regressor's input check refuses,
-  is left out and counted (``n_rejected``);
+  is left out and counted (``n_rejected``), as is a failed sample (an empty record: non-finite positions);
 - **random** (upper bound): φ on real molecules of the generator's half against their properties
   *shuffled*, mean_k |φ(x_k) − c_π(k)|;
 - **number of atoms**: the property predicted from the atom count alone,
@@ -63,7 +63,7 @@ def predict(regressor, molecules: list[Molecule], name: str, batch_size: int = 6
         raise InputError(f"the condition model predicts {', '.join(regressor.targets) or 'no scalar target'}, not {name!r}")
     dtype = next(regressor.parameters()).dtype
     converter = AtomsConverter(regressor.cutoff, dtype)
-    accepted = [k for k, m in enumerate(molecules) if _closest(m.positions) >= MIN_DISTANCE]
+    accepted = [k for k, m in enumerate(molecules) if not m.failed and _closest(m.positions) >= MIN_DISTANCE]
     out = np.full(len(molecules), np.nan)
     with torch.no_grad():
         for start in range(0, len(accepted), batch_size):
@@ -113,6 +113,6 @@ def render(result: dict) -> str:
     rows = [("generated (requested vs predicted)", result["generated"]), ("random (shuffled properties)", result["random"]),
             ("number of atoms", result["n_atoms"]), ("QM9 (regressor on real molecules)", result["qm9"])]
     width = max(len(r[0]) for r in rows)
-    head = (f"{result['property']} MAE, {result['n_molecules']} samples ({result['n_rejected']} left out: atoms "
-            f"closer than 0.1 Å), {result['n_reference']} reference molecules")
+    head = (f"{result['property']} MAE, {result['n_molecules']} samples ({result['n_rejected']} left out: failed "
+            f"samples or atoms closer than 0.1 Å), {result['n_reference']} reference molecules")
     return "\n".join([head] + [f"{label:<{width}}  {'n/a' if value is None else f'{value:.4f}'}" for label, value in rows])

@@ -11,7 +11,8 @@ Ancestral sampling on any grid 1 = t_T > … > t_0 = 0, for s < t with α_{t|s} 
 
     z_s = z_t / α_{t|s} − σ²_{t|s} / (α_{t|s} σ_t) · ε̂  +  (σ_{t|s} σ_s / σ_t) · ε'        (ε' centred for x)
 
-and at t = 0 the clean estimate (z_0 − σ_0 ε̂) / α_0; types and charges are the argmax of their blocks.
+and at t = 0 the clean estimate (z_0 − σ_0 ε̂) / α_0; types and charges are the argmax of their blocks
+(an atom whose features are not finite gets NaN positions, so its molecule becomes a failed record).
 A conditioned model (``conditions``) gets the normalised property of each molecule as a fixed
 input of every step, as EDM feeds its context. EDM generates no bonds (``bonds`` must be off).
 """
@@ -76,5 +77,6 @@ class EDM(Process):
         eps_x, eps_h = self.predict(x, h, torch.zeros(n, dtype=x.dtype), b, condition)
         x = remove_mean((x - s0 * eps_x) / a0, b, n)
         h = (h - s0 * eps_h) / a0
+        x = torch.where(torch.isfinite(h).all(-1, keepdim=True), x, torch.nan)  # undefined type: a failed sample
         k = len(self.elements)
         return x, h[:, :k].argmax(-1), h[:, k:].argmax(-1), None

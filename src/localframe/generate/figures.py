@@ -29,6 +29,7 @@ def distributions(samples: list[Molecule], data: list[Molecule], path: str | Pat
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for mols, label in ((data, "QM9 train"), (samples, "generated")):
+        mols = [m for m in mols if not m.failed]  # failed samples have no atoms to plot
         n = np.array([len(m) for m in mols])
         axes[0].hist(n, bins=np.arange(n.min() if len(n) else 0, 31) - 0.5, density=True, alpha=0.5, label=label)
         axes[1].hist(_bond_lengths(mols), bins=np.linspace(0.8, 1.8, 81), density=True, alpha=0.5, label=label)

@@ -104,6 +104,7 @@ class FlowMatching(Process):
             x, state["types"], state["charges"], t.expand(n), b, state.get("bonds"), condition)
         dt, last = t_next - t, bool(t_next >= T_MAX)
         x = remove_mean(x_hat if last else x + dt * (x_hat - x) / (1 - t), b, n)
+        x = self._mark_undefined(x, b, type_logits, charge_logits, bond_logits)
         jump = 1.0 if last else float(min(1.0, dt / (1 - t)))
         out = {"x": x, "types": self._jump(state["types"], type_logits, jump, generator),
                "charges": self._jump(state["charges"], charge_logits, jump, generator)}
@@ -114,8 +115,19 @@ class FlowMatching(Process):
     def finish(self, state, b, n, condition=None):
         return state["x"], state["types"], state["charges"], state.get("bonds")
 
+    def _mark_undefined(self, x, b, type_logits, charge_logits, bond_logits):
+        """NaN positions for atoms with a non-finite logit (of their type, charge or one of their bonds):
+        their molecule becomes a failed record (:meth:`Process.to_molecules`)."""
+        bad = ~(torch.isfinite(type_logits).all(-1) & torch.isfinite(charge_logits).all(-1))
+        if bond_logits is not None and len(bond_logits):
+            i, j = pair_index(b)
+            pair_bad = ~torch.isfinite(bond_logits).all(-1)
+            bad = bad | torch.zeros_like(bad).index_fill(0, i[pair_bad], True).index_fill(0, j[pair_bad], True)
+        return torch.where(bad.unsqueeze(-1), torch.nan, x) if bool(bad.any()) else x
+
     @staticmethod
     def _jump(state, logits, probability, generator):
+        logits = torch.where(torch.isfinite(logits).all(-1, keepdim=True), logits, 0.0)  # such atoms are marked failed
         draw = torch.multinomial(logits.softmax(-1).float(), 1, generator=generator).squeeze(-1)
         u = torch.rand(state.shape, generator=generator)
         return torch.where(u < probability, draw, state)

@@ -181,6 +181,8 @@ def read_fragment(path) -> Fragment:
         if len(molecules) != 1:
             raise InputError(f"a fragment is one molecule, the file has {len(molecules)}", str(path))
         mol = molecules[0]
+        if mol.failed:
+            raise InputError(f"the record is a failed sample ({mol.failed}), not a molecule", str(path))
         return Fragment(mol.numbers, mol.positions, mol.charges, str(path), mol.bonds)
     if suffix == ".xyz":
         import ase.io

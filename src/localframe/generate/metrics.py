@@ -18,8 +18,22 @@ For each molecule (3D atoms, formal charges and the bond list of its SDF record)
   (covalent radii, :mod:`localframe.generate.separation`): the fraction of all atom pairs
   (``pairs_too_close``) and of molecules with at least one such pair (``mol_too_close``).
 
+- **Failed samples** (``failed``) — records of samples whose sampler produced non-finite or
+  out-of-bound positions (:func:`~localframe.generate.molecule.failed_molecule`): they stay in every
+  denominator, as invalid, unconnected, with all their atoms unstable and with a pair too close.
+
+Costly, on a capped number of RDKit-valid molecules (the first N of the file, ``strain`` and
+``posebusters``; 0 = off), each beside the same rows of as many QM9 training molecules:
+
+- **Strain** (:mod:`localframe.generate.strain`) — GFN2-xTB relaxation: ΔE = E(generated) −
+  E(relaxed) and the RMSD to the relaxed geometry (heavy atoms, all atoms), medians over molecules;
+- **PoseBusters** (:mod:`localframe.generate.geometry_checks`) — pass fraction of bond lengths, bond
+  angles, internal steric clash, aromatic ring flatness, double bond flatness, internal energy, and
+  of all six.
+
 A file without any hydrogen atom is read as heavy atoms only: RDKit adds implicit hydrogens for
-validity, and the stability rows (which need every hydrogen) are not defined (``None``).
+validity, and the stability rows (which need every hydrogen) are not defined (``None``), nor is
+the strain (xTB needs every atom).
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from localframe.generate.molecule import Molecule, to_rdkit
+from localframe.generate.molecule import Molecule, failure, to_rdkit
 from localframe.generate.separation import too_close
 from localframe.generate.tables import (
     AROMATIC_WEIGHT, atom_stable_edm, atom_stable_table, distance_bonds, valences,
@@ -37,7 +51,7 @@ from localframe.generate.tables import (
 METRICS = (
     "atom_stable_edm", "mol_stable_edm", "atom_stable_corrected", "mol_stable_corrected",
     "atom_stable_midi", "mol_stable_midi", "valid", "connected", "valid_connected", "unique", "novel",
-    "pairs_too_close", "mol_too_close",
+    "pairs_too_close", "mol_too_close", "failed",
 )
 
 
@@ -52,6 +66,7 @@ class MoleculeScore:
     smiles: str | None  # canonical SMILES of the largest fragment, when valid
     close_pairs: int = 0  # pairs closer than the bonded minimum
     n_pairs: int = 0
+    failed: bool = False  # a failed sample (no geometry)
 
 
 def _sanitised(mol: Molecule, implicit_h: bool):
@@ -93,6 +108,11 @@ def n_fragments(n_atoms: int, bonds: np.ndarray) -> int:
 
 
 def score_molecule(mol: Molecule, heavy_only: bool = False) -> MoleculeScore:
+    if failure(mol):  # a failed record, or a molecule with non-finite / out-of-bound positions
+        n = int(mol.info.get("n_atoms", len(mol)))
+        unstable = None if heavy_only else np.zeros(n, bool)
+        return MoleculeScore(n_atoms=n, stable_edm=unstable, stable_corrected=unstable, stable_midi=unstable,
+                             valid=False, connected=False, smiles=None, failed=True)
     bonds = mol.bonds if mol.bonds is not None else distance_bonds(mol.numbers, mol.positions)
     rd = _sanitised(Molecule(mol.numbers, mol.positions, mol.charges, bonds), implicit_h=heavy_only)
     stable = {"edm": None, "corrected": None, "midi": None}
@@ -136,30 +156,67 @@ def summarize(scores: list[MoleculeScore], training_smiles: set[str] | None = No
     out["novel"] = (len(distinct - training_smiles) / len(distinct) if distinct else 0.0) if training_smiles is not None else None
     n_pairs = sum(s.n_pairs for s in scores)
     out["pairs_too_close"] = sum(s.close_pairs for s in scores) / n_pairs if n_pairs else 0.0
-    out["mol_too_close"] = float(np.mean([s.close_pairs > 0 for s in scores])) if n else 0.0
+    out["mol_too_close"] = float(np.mean([s.close_pairs > 0 or s.failed for s in scores])) if n else 0.0
+    out["failed"] = float(np.mean([s.failed for s in scores])) if n else 0.0
+    out["n_failed"] = sum(s.failed for s in scores)
     return out
 
 
-def evaluate_molecules(molecules: list[Molecule], training_smiles: set[str] | None = None) -> dict:
-    heavy_only = not any((m.numbers == 1).any() for m in molecules)
-    result = summarize([score_molecule(m, heavy_only) for m in molecules], training_smiles)
+def evaluate_molecules(molecules: list[Molecule], training_smiles: set[str] | None = None, strain: int = 0,
+                       posebusters: int = 0, progress: bool = False, label: str = "samples") -> dict:
+    """:func:`summarize` of the molecules, plus the strain and PoseBusters rows of the first ``strain`` /
+    ``posebusters`` RDKit-valid molecules (0: not computed)."""
+    formed = [m for m in molecules if not failure(m)]
+    heavy_only = bool(formed) and not any((m.numbers == 1).any() for m in formed)
+    scores = [score_molecule(m, heavy_only) for m in molecules]
+    result = summarize(scores, training_smiles)
     result["hydrogens"] = not heavy_only
+    valid = [k for k, s in enumerate(scores) if s.valid]
+    if strain:
+        result["strain"] = _strain_row(molecules, valid[:strain], heavy_only, progress, label)
+    if posebusters:
+        result["posebusters"] = _posebusters_row(molecules, valid[:posebusters], heavy_only, progress, label)
     return result
 
 
-def reference_row(n: int = 1000, hydrogens: bool = True, bonds: str = "smiles") -> dict:
+def _strain_row(molecules, picked, heavy_only, progress, label) -> dict:
+    from localframe.generate import strain
+
+    if heavy_only:
+        return {"n_molecules": 0, "note": "no hydrogens: xTB strain needs every atom"}
+    per = strain.strain_many([molecules[k] for k in picked], progress, f"xTB strain, {label}", indices=picked)
+    row = strain.summarize(per)
+    row["molecules"] = [dict(r, index=k, name=molecules[k].info.get("name")) for k, r in zip(picked, per)]
+    return row
+
+
+def _posebusters_row(molecules, picked, heavy_only, progress, label) -> dict:
+    from localframe.generate import geometry_checks
+
+    per = geometry_checks.check([molecules[k] for k in picked], progress, f"PoseBusters, {label}",
+                                implicit_h=heavy_only)
+    return geometry_checks.summarize(per)
+
+
+def reference_row(n: int = 1000, hydrogens: bool = True, bonds: str = "smiles", strain: int = 0,
+                  posebusters: int = 0, progress: bool = False) -> dict:
     """The metrics of the first ``n`` QM9 training molecules (their DFT geometry and charges).
 
     ``bonds="smiles"``: the bonds of their SMILES; ``"distance"``: bonds from EDM's distance table and
     zero charges, the path a model that generates no bonds goes through. Novelty against the
-    training set itself is 0 by construction."""
+    training set itself is 0 by construction. ``strain`` / ``posebusters``: those rows on the first
+    so many of the (valid) molecules."""
     from localframe.generate.data import load_split
 
     train = load_split("train", hydrogens=hydrogens)
-    molecules = train.molecules(range(min(n, len(train))))
+    molecules = train.molecules(range(min(max(n, strain, posebusters), len(train))))
     if bonds == "distance":
         molecules = [Molecule(m.numbers, m.positions, None, distance_bonds(m.numbers, m.positions), m.info) for m in molecules]
-    return evaluate_molecules(molecules, set(train.smiles.tolist()))
+    result = evaluate_molecules(molecules[:n], set(train.smiles.tolist()))
+    if strain or posebusters:
+        costly = evaluate_molecules(molecules, None, strain, posebusters, progress, "QM9 train")
+        result.update({key: costly[key] for key in ("strain", "posebusters") if key in costly})
+    return result
 
 
 def training_smiles(hydrogens: bool = True) -> set[str]:
@@ -168,15 +225,27 @@ def training_smiles(hydrogens: bool = True) -> set[str]:
     return set(load_split("train", hydrogens=hydrogens).smiles.tolist())
 
 
-def evaluate_file(path: str, reference: int = 1000, novelty: bool = True) -> dict:
-    """Metrics of an SDF file and the data's reference row: ``{"samples": {...}, "reference": {...}}``."""
+def evaluate_file(path: str, reference: int = 1000, novelty: bool = True, strain: int = 0, posebusters: int = 0,
+                  progress: bool = True) -> dict:
+    """Metrics of an SDF file and the data's reference row: ``{"samples": {...}, "reference": {...}}``;
+    ``strain`` / ``posebusters``: those rows on the first so many RDKit-valid molecules (0: off), the
+    reference's on as many QM9 training molecules."""
+    from localframe.errors import InputError
     from localframe.generate.molecule import read_sdf
 
+    for name, value in (("--strain", strain), ("--posebusters", posebusters), ("--reference", reference)):
+        if int(value) < 0:
+            raise InputError(f"{name} must be 0 (off) or a positive number of molecules, got {value}")
+    if posebusters:
+        from localframe.generate.geometry_checks import require
+
+        require()
     molecules = read_sdf(path)
-    samples = evaluate_molecules(molecules, training_smiles() if novelty else None)
+    samples = evaluate_molecules(molecules, training_smiles() if novelty else None, strain, posebusters, progress)
     out = {"file": str(path), "samples": samples}
     if reference:
-        out["reference"] = reference_row(reference, hydrogens=samples["hydrogens"])
+        out["reference"] = reference_row(reference, hydrogens=samples["hydrogens"], strain=min(strain, reference),
+                                         posebusters=min(posebusters, reference), progress=progress)
         out["reference_distance_bonds"] = reference_row(reference, hydrogens=samples["hydrogens"], bonds="distance")
     return out
 
@@ -194,6 +263,49 @@ def render(result: dict) -> str:
     rows = [["metric (%)"] + [name for name, _ in columns]]
     rows += [[key] + [fmt(col.get(key)) for _, col in columns] for key in METRICS]
     rows.append(["molecules"] + [str(col["n_molecules"]) for _, col in columns])
+    blocks = [_table(rows)]
+    costly = [("samples", result["samples"]), ("QM9 train", result.get("reference"))]
+    strain = [(name, col["strain"]) for name, col in costly if col and "strain" in col]
+    if strain:
+        blocks.append(_table(_strain_rows(strain)))
+    checks = [(name, col["posebusters"]) for name, col in costly if col and "posebusters" in col]
+    if checks:
+        blocks.append(_table(_posebusters_rows(checks)))
+    return "\n\n".join(blocks)
+
+
+def _table(rows) -> str:
     width = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     return "\n".join("  ".join(f"{cell:<{w}}" if c == 0 else f"{cell:>{w}}" for c, (cell, w) in enumerate(zip(r, width)))
                      for r in rows)
+
+
+def _strain_rows(columns) -> list[list[str]]:
+    from localframe.generate.strain import FMAX, METHOD
+
+    def fmt(v, digits):
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
+    rows = [[f"{METHOD} strain (RDKit-valid molecules, BFGS to {FMAX} eV/Å), median"] + [n for n, _ in columns],
+            ["ΔE = E(generated) - E(relaxed), kcal/mol"] + [fmt(c.get("delta_e_kcal_mol"), 2) for _, c in columns],
+            ["ΔE, eV"] + [fmt(c.get("delta_e_ev"), 4) for _, c in columns],
+            ["RMSD heavy atoms, Å"] + [fmt(c.get("rmsd_heavy"), 3) for _, c in columns],
+            ["RMSD all atoms, Å"] + [fmt(c.get("rmsd_all"), 3) for _, c in columns],
+            ["molecules relaxed / xTB failed / not converged"]
+            + [f"{c.get('n_relaxed', 0)} / {c.get('n_failed', 0)} / {c.get('n_not_converged', 0)}" for _, c in columns]]
+    notes = [f"{name}: {c['note'] if 'note' in c else 'first failure: ' + str(c['first_error'])}"
+             for name, c in columns if c.get("note") or c.get("first_error")]
+    return rows + [[note] + [""] * len(columns) for note in notes]
+
+
+def _posebusters_rows(columns) -> list[list[str]]:
+    from localframe.generate.geometry_checks import CHECKS
+
+    def fmt(v):
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
+    rows = [["PoseBusters, mol config (% of RDKit-valid molecules)"] + [n for n, _ in columns]]
+    rows += [[name] + [fmt(c.get(name)) for _, c in columns] for name in CHECKS]
+    rows.append(["all six"] + [fmt(c.get("all")) for _, c in columns])
+    rows.append(["molecules checked"] + [str(c["n_molecules"]) for _, c in columns])
+    return rows

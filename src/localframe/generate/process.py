@@ -116,7 +116,10 @@ class Process(nn.Module):
 
     def to_molecules(self, x: torch.Tensor, types: torch.Tensor, charges: torch.Tensor, batch: torch.Tensor,
                      bonds: torch.Tensor | None = None) -> list[Molecule]:
-        """Molecules from the final state; ``bonds`` (P,) orders on pair_index(batch), else no bond list."""
+        """Molecules from the final state; ``bonds`` (P,) orders on pair_index(batch), else no bond list.
+        Positions are returned as sampled, non-finite or huge ones too (a process gives the atoms whose
+        features went non-finite NaN positions); :func:`~localframe.generate.molecule.write_sdf` turns
+        such molecules into failed records."""
         from localframe.generate.denoiser import pair_index
 
         out = []

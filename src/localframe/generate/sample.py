@@ -13,6 +13,12 @@ of each molecule is written to its SDF record as a data item (``>  <alpha>``).
 ``fragment`` (an SDF or XYZ file), ``add``, ``resample`` and ``separation`` sample through
 :mod:`localframe.generate.inpaint`: molecules that complete the fragment (its atoms first, exactly at
 their input coordinates) and/or keep atoms apart.
+
+A sample whose positions or features come out non-finite, or with a coordinate beyond 1000 Å
+(:data:`localframe.generate.molecule.MAX_COORDINATE`; an untrained or diverged model can give NaN or
+~1e45 Å), is never written as a molecule: it becomes an empty SDF record marked failed
+(:func:`localframe.generate.molecule.failed_molecule`), counted in the result (``failed``), and
+``generate evaluate`` counts it as invalid and unstable.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 import torch
 
 from localframe.generate.inpaint import guide
-from localframe.generate.molecule import write_sdf
+from localframe.generate.molecule import as_written, write_sdf
 from localframe.generate.train import load
 
 
@@ -79,5 +85,8 @@ def sample(model: str, n: int, steps: int, out: str, seed: int = 0, batch_size: 
         mol.info["name"] = f"sample_{k}"
         if values is not None:
             mol.info["properties"] = dict(zip(process.conditions, values[k].tolist()))
+    molecules = [as_written(mol) for mol in molecules]
     write_sdf(out, molecules)
-    return {"n": n, "steps": steps, "seconds": seconds, "molecules_per_second": n / seconds, "out": str(out)}
+    failed = [mol.failed for mol in molecules if mol.failed]
+    return {"n": n, "steps": steps, "seconds": seconds, "molecules_per_second": n / seconds, "out": str(out),
+            "failed": len(failed), "failed_reasons": sorted(set(failed))}
