@@ -65,3 +65,20 @@ def test_qm9_split_counts_what_it_drops():
     full = data.load_split("train")
     assert len(full) + sum(full.dropped.values()) == 110_000
     assert set(np.unique(full.charges)) <= {-1, 0, 1}
+
+
+@pytest.mark.slow
+def test_cached_drop_reasons_equal_matching_again():
+    """The drop counts read from the cached drop table equal those of matching every SMILES again."""
+    from localframe.data import qm9
+
+    index, reason = data.dropped_table()
+    assert np.all(np.diff(index) > 0) and len(index) + len(data.load_all()) == len(qm9.load())
+    part = data.load_split("val", half="first")
+    wanted = qm9.split()["val"][: len(qm9.split()["val"]) // 2]
+    kept = set(part.qm9_index.tolist())
+    missing = np.array([q for q in wanted if q not in kept])
+    assert part.dropped == data._build_reasons(qm9.load(), missing)
+    assert sum(part.dropped.values()) == len(missing) > 0
+    sample = index[:: max(1, len(index) // 40)]
+    assert data._drop_reasons(sample) == data._build_reasons(qm9.load(), sample)

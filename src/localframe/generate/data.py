@@ -16,7 +16,9 @@ applied to QM9 indices *before* dropping, so a molecule is in the same part what
 ``half="first"`` / ``"second"`` keeps the first / second half of a part (55,000 + 55,000 QM9
 indices of the training part, also before dropping): EDM's conditioning protocol trains the
 property regressor on one half of the training set and the generator on the other.
-The result for all of QM9 is cached (``qm9_bonds_v1.npz`` in the QM9 cache folder).
+The result for all of QM9 is cached (``qm9_bonds_v1.npz`` in the QM9 cache folder), and so is the
+drop reason of each dropped molecule (``qm9_bonds_v1_dropped.npz``), which the drop counts of a
+part are read from.
 """
 
 from __future__ import annotations
@@ -224,13 +226,47 @@ def load_split(part: str = "train", hydrogens: bool = True, n: int | None = None
     out = every.subset(keep[:n] if n else keep)
     # per-reason counts for this part: recount the dropped ones of this part only
     missing = np.array([int(q) for q in wanted if int(q) not in position], dtype=np.int64)
-    out.dropped = _drop_reasons(missing) if n_dropped else {r: 0 for r in DROP_REASONS}
+    out.dropped = _drop_reasons(missing, cache) if n_dropped else {r: 0 for r in DROP_REASONS}
     return out.without_hydrogens() if not hydrogens else out
 
 
-def _drop_reasons(indices: np.ndarray) -> dict:
+def _drop_reasons(indices: np.ndarray, cache: bool = True) -> dict:
+    """Counts per reason of the dropped QM9 molecules ``indices``, from :func:`dropped_table` (cached)."""
+    if not cache:
+        return _build_reasons(qm9.load(), indices)
+    index, reason = dropped_table()
+    where = np.searchsorted(index, indices)
+    if len(indices) and (where.max() >= len(index) or not np.array_equal(index[where], indices)):
+        raise InputError("qm9: a dropped-molecule index is missing from the drop table; delete the QM9 cache folder")
+    codes = np.bincount(reason[where], minlength=len(DROP_REASONS))
+    return {r: int(codes[k]) for k, r in enumerate(DROP_REASONS)}
+
+
+def dropped_table(cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(QM9 indices, reason codes into DROP_REASONS) of every molecule :func:`load_all` dropped, sorted by
+    index; computed once (SMILES matching of the dropped molecules only) and cached beside the bond cache
+    (``qm9_bonds_v1_dropped.npz``), so that counting a part's drops does not match SMILES again."""
+    path = qm9.cache_dir() / f"qm9_bonds_v{CACHE_VERSION}_dropped.npz"
+    if cache and path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return z["index"], z["reason"]
     data = qm9.load()
-    return _build_reasons(data, indices)
+    kept = np.zeros(len(data), bool)
+    kept[load_all(cache=cache).qm9_index] = True
+    index = np.flatnonzero(~kept)
+    reason = np.array([DROP_REASONS.index(_reason(data, k)) for k in index], dtype=np.int64)
+    if cache:
+        with atomic_open(path) as handle:
+            np.savez(handle, index=index, reason=reason)
+    return index, reason
+
+
+def _reason(data: qm9.QM9, k: int) -> str:
+    result = match_smiles(str(data.smiles[k]), data.numbers[data.offsets[k]:data.offsets[k + 1]],
+                          data.positions[data.offsets[k]:data.offsets[k + 1]])
+    if not isinstance(result, str):
+        raise InputError(f"qm9: molecule {k} matches its SMILES but is not in the bond cache; delete the QM9 cache folder")
+    return result
 
 
 def _build_reasons(data: qm9.QM9, indices: np.ndarray) -> dict:
