@@ -89,6 +89,25 @@ def test_mace_run_train_end_to_end(tmp_path):
     assert row["parameters"] > 0
 
 
+@pytest.mark.slow
+def test_mace_budget_run_reaches_stage_two_after_the_restart(tmp_path, monkeypatch):
+    """The budget rule's two calls: a timed first epoch, then a restart whose last epochs are stage two
+    (MACE's scheduler of stage two needs ``swa_lr`` in the restored optimizer groups)."""
+    if not own.status("mace-own")["available"]:
+        pytest.skip("mace-torch not installed (pip install 'localframe[bench]')")
+    monkeypatch.setattr(own, "epochs_for", lambda budget, first, epoch: (3, 2))
+    frames = _labelled(10)
+    structures = {"train": frames[:6], "val": frames[6:8], "test": frames[8:]}
+    row = own.train_one("mace-own", structures, seed=0, budget_minutes=10.0, threads=1, workdir=tmp_path / "run",
+                        select=lambda errors: errors["forces"]["mae"],
+                        overrides={"num_channels": 8, "max_L": 0, "batch_size": 3, "valid_batch_size": 2},
+                        log=lambda _: None)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "Changing loss based on Stage Two Weights" in log.split("\n$ ")[-1]
+    assert (tmp_path / "run" / "model_stagetwo.model").is_file()
+    assert row["test"]["forces"]["count"] == 2 * 9 * 3
+
+
 def test_nequip_config_carries_the_recipe_the_split_and_the_limits(tmp_path):
     recipe = own.RECIPES["nequip-own"]
     frames = _labelled(3)

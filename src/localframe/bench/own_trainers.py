@@ -31,7 +31,8 @@ number of epochs. The runner therefore trains one epoch first, times the call (t
 it (t_e, from the time stamps of MACE's log), then restarts from that checkpoint
 (``--restart_latest``) for N = max(1, ⌊(B − t₁ − (t₁ − t_e))/t_e⌋) more epochs with stage two from
 epoch ⌈0.8 N⌉ of that call, B the budget (:func:`epochs_for`; the second call pays the start-up
-and closing work t₁ − t_e again). The process is also killed at 1.1 B as a safety net; its best
+and closing work t₁ − t_e again). The first call already sets up stage two (from epoch 1, its end), so
+that its checkpoint's optimizer groups carry the stage-two learning rate the restart needs. The process is also killed at 1.1 B as a safety net; its best
 checkpoint is then turned into a model by one more call that trains no epoch (off the clock).
 Everything ``mace_run_train`` does is on the clock (start-up, data loading, its validation after
 every epoch on the validation structures, saving and compiling the model), unlike localframe's
@@ -333,7 +334,12 @@ def mace_train(recipe: Recipe, files: dict[str, Path], workdir: Path, budget_s: 
         if code != 0:
             raise RuntimeError(f"{recipe.program} exited with {code}: {_tail(logfile)}")
         return {"epochs": epochs, "wall_s": wall, "killed": False, "models": _models(workdir)}
-    code, first = run_program(base + ["--max_num_epochs=1"], logfile, budget_s * 1.1, threads)
+    # The first call sets up stage two too, from epoch 1 = its end, so it trains stage one only: MACE builds
+    # its stage-two scheduler before restoring a checkpoint, and restoring the optimizer replaces the parameter
+    # groups with the saved ones, which must therefore already carry the scheduler's ``swa_lr`` (a start
+    # beyond max_num_epochs would switch stage two off and save groups without it).
+    later = ["--stage_two", "--start_stage_two=1"] if recipe.settings.get("stage_two") else []
+    code, first = run_program(base + later + ["--max_num_epochs=1"], logfile, budget_s * 1.1, threads)
     if code != 0:
         raise RuntimeError(f"{recipe.program} (first epoch) exited with {code}: {_tail(logfile)}")
     epoch = epoch_seconds(logfile) or first
