@@ -22,6 +22,7 @@ def test_mean_std_and_spread_on_known_values():
     assert mean == 3.0 and math.isclose(std, math.sqrt(2.0))
     assert ablation.beyond_spread([1, 2, 3], [10, 11, 12])  # |Δ| 9 > 1 + 1
     assert not ablation.beyond_spread([1, 2, 3], [2.5, 3.5, 4.5])  # |Δ| 1.5 < 2
+    assert ablation.beyond_spread([1.0], [10.0, 11.0]) is None  # one value: no spread
 
 
 def _record(variant, seed, test_mae, curve):
@@ -62,8 +63,9 @@ def test_each_variant_is_compared_on_the_first_label_its_runs_have():
     metrics = [ablation.parse_metric("U0_atom:1000:meV"), ablation.parse_metric("mu:1:D")]
     off, spe = ablation.summary(results, variants, metrics)
     assert off["label"] == spe["label"] == "mu" and off["unit"] == "D"
-    assert spe["delta_test"] == pytest.approx(-0.10) and spe["beyond_spread"]  # one seed each: std 0
-    assert "| mu/spe | mu (D) | 1 | 2 | 0.400 ± 0.000 |" in ablation.table([off, spe])
+    assert spe["delta_test"] == pytest.approx(-0.10) and spe["beyond_spread"] is None  # one seed each: no spread
+    text = ablation.table([off, spe])
+    assert "| mu/spe | mu (D) | 1 | 2 | 0.400 ± 0.000 |" in text and "-0.100 (too few seeds)" in text
     with pytest.raises(InputError, match="SCALE"):
         ablation.parse_metric("mu:x:D")
 

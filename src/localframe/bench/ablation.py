@@ -78,8 +78,11 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def beyond_spread(a: Sequence[float], b: Sequence[float]) -> bool:
-    """True when the intervals mean ± std of ``a`` and ``b`` do not overlap."""
+def beyond_spread(a: Sequence[float], b: Sequence[float]) -> bool | None:
+    """True when the intervals mean ± std of ``a`` and ``b`` do not overlap; None when either has fewer
+    than two values (no spread to compare with)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
     return abs(ma - mb) > sa + sb
 
@@ -248,8 +251,8 @@ def table(rows: Sequence[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d = _digits(r)
-        delta = (f"{r['delta_test']:+.{d}f} ({'beyond' if r['beyond_spread'] else 'within'} the spread)"
-                 if "delta_test" in r else "reference")
+        spread = {True: "beyond the spread", False: "within the spread", None: "too few seeds"}
+        delta = f"{r['delta_test']:+.{d}f} ({spread[r['beyond_spread']]})" if "delta_test" in r else "reference"
         steps = ", ".join(str(s) for s in r["steps"])
         label = r["label"] + (f" ({r['unit']})" if r["unit"] else "")
         lines.append(f"| {r['variant']} | {label} | {len(r['seeds'])} | {steps} | {_pm(r['test_mean_std'], d)} | "
