@@ -14,7 +14,9 @@ ensemble    thermostat             integrator (ASE)
 ==========  =====================  ==================================================================
 
 Units: temperature K, time step and damping times fs, friction 1/fs, pressure GPa, energies eV.
-Defaults τ_T = 100 Δt and τ_P = 1000 Δt (ASE's recommendation). Langevin, Bussi and Nosé–Hoover
+Defaults τ_T = 100 Δt and τ_P = 1000 Δt (ASE's recommendation). Under ``npt`` the stress is asked for
+with the first evaluation, so that a :class:`localframe.Calculator` computes it with the forces: one model
+call per step (``Calculator(stress_with_forces=...)``). Langevin, Bussi and Nosé–Hoover
 chains sample the canonical ensemble; the Langevin thermostat also damps the dynamics (use Bussi
 or Nosé–Hoover for dynamical properties).
 
