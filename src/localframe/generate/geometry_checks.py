@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from localframe.errors import InputError
-from localframe.generate.molecule import Molecule, to_rdkit
+from localframe.generate.molecule import Molecule
 
 CHECKS = ("bond_lengths", "bond_angles", "internal_steric_clash", "aromatic_ring_flatness",
           "double_bond_flatness", "internal_energy")
