@@ -371,13 +371,13 @@ def _add_generate(sub) -> None:
     q.add_argument("--reference", type=int, default=1000,
                    help="QM9 training molecules for the reference rows (default 1000; 0: none)")
     q.add_argument("--no-novelty", action="store_true", help="skip the training SMILES (no QM9 needed)")
-    q.add_argument("--strain", type=int, default=100, metavar="N",
+    q.add_argument("--strain", type=int, default=20, metavar="N",
                    help="GFN2-xTB relaxation (tblite, one thread) of the first N RDKit-valid molecules and of N QM9 "
-                        "reference molecules: median ΔE = E(generated) - E(relaxed) and RMSD (default 100; 0: off; QM9 "
+                        "reference molecules: median ΔE = E(generated) - E(relaxed) and RMSD (default 20; 0: off; QM9 "
                         "molecules ~1-4 s each on a shared 2-core machine, far-from-minimum samples up to minutes)")
-    q.add_argument("--posebusters", type=int, default=100, metavar="N",
+    q.add_argument("--posebusters", type=int, default=20, metavar="N",
                    help="PoseBusters geometry checks (mol config) of the first N RDKit-valid molecules and of N QM9 "
-                        "reference molecules (default 100; 0: off; ~2-6 s per molecule on a shared 2-core machine, some "
+                        "reference molecules (default 20; 0: off; ~2-6 s per molecule on a shared 2-core machine, some "
                         "over a minute)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true", help="print JSON (with each molecule's strain)")
