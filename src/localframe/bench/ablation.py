@@ -309,7 +309,7 @@ def plot(results: Sequence[dict], variants: Sequence[Variant], metrics, path: st
             if not steps:
                 continue
             n = len(_ok(results, v.name))
-            ax.plot(steps, mean, marker="o", ms=2.5, color=f"C{i}", label=f"{v.curve} ({n} seeds)")
+            ax.plot(steps, mean, marker="o", ms=2.5, color=f"C{i}", label=f"{v.curve} ({n} seed{'' if n == 1 else 's'})")
             ax.fill_between(steps, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
                             color=f"C{i}", alpha=0.25, linewidth=0)
         ax.set_yscale("log")
@@ -336,7 +336,7 @@ def plot_test(results: Sequence[dict], variants: Sequence[Variant], metrics, pat
             mean, std = mean_std(values)
             ax.bar(i, mean, yerr=std, color=f"C{i}", alpha=0.5, capsize=6, width=0.6)
             ax.plot([i + 0.12 * (k - (len(values) - 1) / 2) for k in range(len(values))], values, "k.", ms=6)
-        ax.set_xticks(range(len(mine)), [f"{v.curve}\n({len(_ok(results, v.name))} seeds)" for v in mine])
+        ax.set_xticks(range(len(mine)), [f"{v.curve}\n({len(_ok(results, v.name))} seed(s))" for v in mine])
         ax.set_ylabel(f"test {m.label} MAE{_unit(m)}")
         ax.set_title(panel)
         ax.grid(True, axis="y", alpha=0.3)
