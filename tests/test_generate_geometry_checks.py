@@ -56,3 +56,16 @@ def test_evaluate_runs_the_checks_on_valid_molecules_only():
     assert "bond_lengths" in metrics.render({"samples": result})
     with pytest.raises(InputError, match="RDKit sanitises"):
         geometry_checks.check([pentavalent], progress=False)
+
+
+def test_molecules_without_a_bond_list_are_checked_with_the_bonds_they_were_scored_with():
+    """A bondless molecule (bonds from the distance table, as validity reads it) is checked, not refused;
+    a refusal names the molecule's index in the file, not in the checked subset."""
+    water = Molecule([8, 1, 1], [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], None, None)
+    result = metrics.evaluate_molecules([water], posebusters=1)
+    assert result["valid"] == 1.0 and result["posebusters"]["n_molecules"] == 1
+    assert result["posebusters"]["bond_lengths"] == 1.0
+    pentavalent = Molecule([6, 1, 1, 1, 1, 1], [[0, 0, 0], [1.09, 0, 0], [-1.09, 0, 0], [0, 1.09, 0], [0, -1.09, 0],
+                                                [0, 0, 1.09]], None, [(0, k, 1) for k in range(1, 6)])
+    with pytest.raises(InputError, match="structure 7"):
+        geometry_checks.check([benzene(), pentavalent], progress=False, indices=[3, 7])

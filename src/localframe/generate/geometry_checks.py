@@ -79,10 +79,10 @@ def _rdkit(mol: Molecule, implicit_h: bool, index: int):
 
 
 def check(molecules: list[Molecule], progress: bool = True, description: str = "PoseBusters",
-          implicit_h: bool = False) -> list[dict]:
+          implicit_h: bool = False, indices=None) -> list[dict]:
     """Per molecule ``{check: True/False/None}`` (None: PoseBusters could not compute it) for
     :data:`CHECKS`; the molecules must sanitise (RDKit-valid; ``implicit_h``: heavy atoms only,
-    RDKit adds the hydrogens)."""
+    RDKit adds the hydrogens); ``indices``: each molecule's index in its file, for error messages."""
     require()
     import logging
 
@@ -96,7 +96,7 @@ def check(molecules: list[Molecule], progress: bool = True, description: str = "
     buster = PoseBusters(config=_config(), max_workers=0)
     out = []
     with progress_bar(len(molecules), description, progress, unit="molecules") as bar:
-        for k, mol in enumerate(molecules):
+        for k, mol in zip(range(len(molecules)) if indices is None else indices, molecules):
             table = buster.bust([_rdkit(mol, implicit_h, k)], full_report=False)
             row = table.iloc[0]
             out.append({name: (None if _missing(row[name]) else bool(row[name])) for name in CHECKS})

@@ -107,14 +107,23 @@ def n_fragments(n_atoms: int, bonds: np.ndarray) -> int:
     return len({find(a) for a in range(n_atoms)})
 
 
+def with_bonds(mol: Molecule) -> Molecule:
+    """``mol``, or without a bond list, ``mol`` with the bonds of EDM's distance table (how every metric
+    reads a molecule that has no bonds of its own)."""
+    if mol.bonds is not None:
+        return mol
+    return Molecule(mol.numbers, mol.positions, mol.charges, distance_bonds(mol.numbers, mol.positions), mol.info)
+
+
 def score_molecule(mol: Molecule, heavy_only: bool = False) -> MoleculeScore:
     if failure(mol):  # a failed record, or a molecule with non-finite / out-of-bound positions
         n = int(mol.info.get("n_atoms", len(mol)))
         unstable = None if heavy_only else np.zeros(n, bool)
         return MoleculeScore(n_atoms=n, stable_edm=unstable, stable_corrected=unstable, stable_midi=unstable,
                              valid=False, connected=False, smiles=None, failed=True)
-    bonds = mol.bonds if mol.bonds is not None else distance_bonds(mol.numbers, mol.positions)
-    rd = _sanitised(Molecule(mol.numbers, mol.positions, mol.charges, bonds), implicit_h=heavy_only)
+    mol = with_bonds(mol)
+    bonds = mol.bonds
+    rd = _sanitised(mol, implicit_h=heavy_only)
     stable = {"edm": None, "corrected": None, "midi": None}
     if not heavy_only:
         edm_bonds = distance_bonds(mol.numbers, mol.positions)
@@ -184,7 +193,7 @@ def _strain_row(molecules, picked, heavy_only, progress, label) -> dict:
 
     if heavy_only:
         return {"n_molecules": 0, "note": "no hydrogens: xTB strain needs every atom"}
-    per = strain.strain_many([molecules[k] for k in picked], progress, f"xTB strain, {label}", indices=picked)
+    per = strain.strain_many([with_bonds(molecules[k]) for k in picked], progress, f"xTB strain, {label}", indices=picked)
     row = strain.summarize(per)
     row["molecules"] = [dict(r, index=k, name=molecules[k].info.get("name")) for k, r in zip(picked, per)]
     return row
@@ -193,8 +202,8 @@ def _strain_row(molecules, picked, heavy_only, progress, label) -> dict:
 def _posebusters_row(molecules, picked, heavy_only, progress, label) -> dict:
     from localframe.generate import geometry_checks
 
-    per = geometry_checks.check([molecules[k] for k in picked], progress, f"PoseBusters, {label}",
-                                implicit_h=heavy_only)
+    per = geometry_checks.check([with_bonds(molecules[k]) for k in picked], progress, f"PoseBusters, {label}",
+                                implicit_h=heavy_only, indices=picked)
     return geometry_checks.summarize(per)
 
 
