@@ -1,10 +1,19 @@
 """The process-wide memory allocator policy of the compute commands (``md``, ``train``, ``evaluate``).
 
-By default glibc maps each allocation above a threshold (up to 32 MiB) afresh and unmaps it when
-freed, so every large tensor of an energy + forces call page-faults its memory in again: system
-time that grows faster than the system. :func:`tune` stops that for the rest of the process with
-``mallopt(M_MMAP_MAX, 0)`` (serve everything from the heap) and ``mallopt(M_TRIM_THRESHOLD, -1)``
-(never give heap memory back), trading a higher resident size for fewer page faults.
+glibc's malloc maps each allocation above a threshold afresh and unmaps it when freed; the threshold
+starts at 128 KiB and only creeps up (to at most 32 MiB) as mapped blocks are freed, so the first
+calls page-fault much of their memory in again. :func:`tune` (the ``bounded`` policy) fixes the
+threshold at that maximum, 32 MiB, from the start: smaller blocks — every tensor of a molecule or a
+training batch, every chunk of a large call (:mod:`localframe.nn.chunking`) — are reused from the
+heap, which is trimmed only when more than 128 MiB lie free at its top; larger blocks (the per-atom
+tensors of a 10⁵-atom call) stay mapped and go back to the system when freed.
+
+The ``heap`` policy (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, -1)``: everything from a
+heap that is never trimmed) was this module's policy before; it saves the page faults of the large
+blocks too (7 % of the CPU time of the call below), but freed blocks of many sizes fragment a heap
+that never shrinks: LEFTNet's energy + forces at 97,336 Si atoms needs 11.1 GiB resident with it
+against 6.6 GiB with glibc's default (docs/benchmarks.md, "Large systems"); at 10⁴ atoms and below
+the policies do not differ measurably. ``localframe bench --allocator tuned`` still measures it.
 
 :func:`apply_default` is what the commands call: it tunes the allocator only when the user has not
 configured one — no ``MALLOC_*`` / ``GLIBC_TUNABLES`` variable set, no ``LD_PRELOAD`` (jemalloc,
@@ -18,7 +27,12 @@ import os
 from collections.abc import Mapping
 
 OPT_OUT = "LOCALFRAME_ALLOCATOR"
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+#: mallopt settings of each policy (parameter, value); see the module doc.
+POLICIES = {
+    "bounded": ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 128 << 20)),
+    "heap": ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)),
+}
 
 
 def user_configured(environ: Mapping[str, str] | None = None) -> str | None:
@@ -32,11 +46,11 @@ def user_configured(environ: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
-def tune() -> bool:
-    """Apply the tuned glibc settings for the rest of the process; False where it cannot (not glibc)."""
+def tune(policy: str = "bounded") -> bool:
+    """Apply a policy's glibc settings for the rest of the process; False where it cannot (not glibc)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, -1))
+        return all([bool(libc.mallopt(parameter, value)) for parameter, value in POLICIES[policy]])
     except (OSError, AttributeError):
         return False
 

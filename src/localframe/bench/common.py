@@ -151,10 +151,11 @@ def clock():
 
 
 def tune_allocator() -> bool:
-    """Tune glibc's malloc for the rest of the process (:func:`localframe.allocator.tune`)."""
+    """glibc's malloc serving everything from a heap that is never trimmed, for the rest of the process
+    (:func:`localframe.allocator.tune`, policy ``heap``; the commands use ``bounded``)."""
     from localframe.allocator import tune
 
-    return tune()
+    return tune("heap")
 
 
 @contextlib.contextmanager
