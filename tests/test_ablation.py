@@ -103,6 +103,16 @@ def test_val_every_validates_across_epochs(tmp_path, emt_data):
         configuration.load(_config(tmp_path, emt_data), ["train.val_every=0"])
 
 
+def test_val_every_beyond_the_steps_says_so(tmp_path, emt_data, capsys):
+    # 9 steps, validation every 100: nothing validated; the run says so and records it, never silently
+    cfg = configuration.load(_config(tmp_path, emt_data, val_every=100), [])
+    result = train(cfg, progress=False)
+    assert result["validated"] is False
+    assert "no validation ran (train.val_every=100 > the 9 steps trained)" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    assert train(configuration.load(_config(tmp_path / "b", emt_data, val_every=2), []), progress=False)["validated"]
+
+
 @pytest.mark.slow
 def test_small_ablation_end_to_end(tmp_path, emt_data):
     config = _config(tmp_path, emt_data, max_epochs=2)

@@ -234,6 +234,12 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
     best = run / "checkpoints" / "best.ckpt"
     if best.exists():
         task.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    elif tc.val_every:
+        import sys
+
+        print(f"localframe train: {run}: no validation ran (train.val_every={tc.val_every} > the "
+              f"{trainer.global_step} steps trained); model.pt holds the last weights, not a validated best",
+              file=sys.stderr)
     final = task.eval_model
     elements = sorted({int(z) for k in splits["train"] for z in data.atoms[k].numbers})
     final.metadata = {
@@ -254,7 +260,7 @@ def train(cfg: configuration.RunConfig, resume: bool = False, progress: bool = T
         save_model(final, run / "model.pt")
     result = {"wall_seconds": round(time.perf_counter() - start, 1), "train_seconds": round(task.elapsed, 1),
               "epochs": trainer.current_epoch, "steps": trainer.global_step, "model": cfg.model.name,
-              "world_size": trainer.world_size}
+              "world_size": trainer.world_size, "validated": best.exists()}
     if task.ranks_identical is not None:
         result["ranks_identical"] = task.ranks_identical
     if "test" in datasets and not pretrain:
