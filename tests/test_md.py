@@ -146,6 +146,20 @@ def test_uncertainty_stop_keeps_the_frames(lf, tmp_path):
         run_md(Calculator(tiny_model()), atoms, "nve", 300.0, 0.5, 2, max_uncertainty=0.1, progress=False)
 
 
+def test_npt_with_a_calculator_without_stress_is_one_line():
+    # third-party ASE calculators without stress: a clear stop, not a traceback
+    from ase.calculators.lj import LennardJones
+
+    class NoStress(LennardJones):
+        implemented_properties = ["energy", "forces"]
+
+    atoms = bulk("Ar", "fcc", a=5.26, cubic=True)
+    with pytest.raises(MDStopped, match="NoStress cannot compute a property this run needs.*npt needs energy, "
+                                        "forces and stress"):
+        run_md(NoStress(sigma=3.4, epsilon=0.0104, rc=8.0), atoms, "npt", 100.0, 1.0, 2, pressure=1.0,
+               progress=False)
+
+
 def test_overlap_guard(tmp_path):
     """A strongly attractive spring pulls two atoms together: stop below 0.5 Å, frames kept."""
     traj = tmp_path / "md.extxyz"

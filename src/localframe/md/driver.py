@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 from ase import Atoms, units
+from ase.calculators.calculator import PropertyNotImplementedError
 
 from localframe.errors import InputError, one_line
 from localframe.md import checks
@@ -130,6 +131,9 @@ def run_md(
             atoms.get_forces()
         except InputError as err:
             raise stop(f"the calculator refused the structure: {err.problem}") from None
+        except PropertyNotImplementedError as err:  # a third-party ASE calculator without stress (npt) or forces
+            raise stop(f"{type(calculator).__name__} cannot compute a property this run needs ({err or 'not given'}); "
+                       f"{ensemble} needs energy, forces{' and stress' if ensemble == 'npt' else ''}") from None
         observed = state.record(guards.check(atoms, stop))
         if not restart:
             state.frames += writer.write(atoms, first_step, timestep, observed)
