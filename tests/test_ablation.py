@@ -70,6 +70,14 @@ def test_each_variant_is_compared_on_the_first_label_its_runs_have():
         ablation.parse_metric("mu:x:D")
 
 
+def test_summary_only_without_results_is_one_line(tmp_path, capsys):
+    code = ablation.main(["config.yaml", "--out", str(tmp_path), "--summary-only", "--variant", "a/b", "",
+                          "--label", "U0_atom:1000:meV"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "results.json: no results to summarise" in err and len(err.splitlines()) == 1
+
+
 def test_variant_names_are_checked():
     assert ablation.parse_variant("leftnet/spe", "model.spe={} train.lr=1e-3").overrides == ("model.spe={}", "train.lr=1e-3")
     with pytest.raises(InputError, match="panel/curve"):

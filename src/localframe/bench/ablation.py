@@ -364,7 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         variants = [parse_variant(name, overrides) for name, overrides in args.variant]
         metrics = [parse_metric(text) for text in args.label]
         if args.summary_only:
-            results = json.loads((Path(args.out) / "results.json").read_text())
+            saved = Path(args.out) / "results.json"
+            if not saved.is_file():
+                raise InputError(f"{saved}: no results to summarise (run the ablation first, without --summary-only)")
+            results = json.loads(saved.read_text())
         else:
             results = run(args.config, variants, args.seeds, args.out, base=args.set, jobs=args.jobs)
     except InputError as err:
