@@ -98,3 +98,12 @@ def test_evaluate_reports_strain_of_valid_molecules_only(minimum):
     assert row["n_molecules"] == 1 and row["n_relaxed"] == 1 and row["molecules"][0]["index"] == 1
     assert abs(row["delta_e_ev"]) < 1e-5
     assert "ΔE" in metrics.render({"samples": result})
+
+
+def test_a_failing_relaxation_names_the_file(minimum, monkeypatch):
+    def refuse(mol, source=None, index=None, **kwargs):
+        raise InputError("strain: refused", source, index)
+
+    monkeypatch.setattr(strain, "strain", refuse)
+    result = metrics.evaluate_molecules([Molecule(NUMBERS, minimum, None, BONDS)], strain=1, source="gen.sdf")
+    assert result["strain"]["molecules"][0]["error"].startswith("gen.sdf: structure 0: strain: refused")

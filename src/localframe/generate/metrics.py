@@ -172,9 +172,10 @@ def summarize(scores: list[MoleculeScore], training_smiles: set[str] | None = No
 
 
 def evaluate_molecules(molecules: list[Molecule], training_smiles: set[str] | None = None, strain: int = 0,
-                       posebusters: int = 0, progress: bool = False, label: str = "samples") -> dict:
+                       posebusters: int = 0, progress: bool = False, label: str = "samples",
+                       source: str | None = None) -> dict:
     """:func:`summarize` of the molecules, plus the strain and PoseBusters rows of the first ``strain`` /
-    ``posebusters`` RDKit-valid molecules (0: not computed)."""
+    ``posebusters`` RDKit-valid molecules (0: not computed); ``source`` (the file) names them in errors."""
     formed = [m for m in molecules if not failure(m)]
     heavy_only = bool(formed) and not any((m.numbers == 1).any() for m in formed)
     scores = [score_molecule(m, heavy_only) for m in molecules]
@@ -182,18 +183,19 @@ def evaluate_molecules(molecules: list[Molecule], training_smiles: set[str] | No
     result["hydrogens"] = not heavy_only
     valid = [k for k, s in enumerate(scores) if s.valid]
     if strain:
-        result["strain"] = _strain_row(molecules, valid[:strain], heavy_only, progress, label)
+        result["strain"] = _strain_row(molecules, valid[:strain], heavy_only, progress, label, source)
     if posebusters:
         result["posebusters"] = _posebusters_row(molecules, valid[:posebusters], heavy_only, progress, label)
     return result
 
 
-def _strain_row(molecules, picked, heavy_only, progress, label) -> dict:
+def _strain_row(molecules, picked, heavy_only, progress, label, source=None) -> dict:
     from localframe.generate import strain
 
     if heavy_only:
         return {"n_molecules": 0, "note": "no hydrogens: xTB strain needs every atom"}
-    per = strain.strain_many([with_bonds(molecules[k]) for k in picked], progress, f"xTB strain, {label}", indices=picked)
+    per = strain.strain_many([with_bonds(molecules[k]) for k in picked], progress, f"xTB strain, {label}",
+                             source=source, indices=picked)
     row = strain.summarize(per)
     row["molecules"] = [dict(r, index=k, name=molecules[k].info.get("name")) for k, r in zip(picked, per)]
     return row
@@ -250,7 +252,8 @@ def evaluate_file(path: str, reference: int = 1000, novelty: bool = True, strain
 
         require()
     molecules = read_sdf(path)
-    samples = evaluate_molecules(molecules, training_smiles() if novelty else None, strain, posebusters, progress)
+    samples = evaluate_molecules(molecules, training_smiles() if novelty else None, strain, posebusters, progress,
+                                 source=str(path))
     out = {"file": str(path), "samples": samples}
     if reference:
         out["reference"] = reference_row(reference, hydrogens=samples["hydrogens"], strain=min(strain, reference),
