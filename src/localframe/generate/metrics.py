@@ -20,7 +20,9 @@ For each molecule (3D atoms, formal charges and the bond list of its SDF record)
 
 - **Failed samples** (``failed``) — records of samples whose sampler produced non-finite or
   out-of-bound positions (:func:`~localframe.generate.molecule.failed_molecule`): they stay in every
-  denominator, as invalid, unconnected, with all their atoms unstable and with a pair too close.
+  denominator of a per-molecule or per-atom metric, as invalid, unconnected, with all their atoms unstable
+  and as a molecule with a pair too close (``mol_too_close``); ``pairs_too_close`` counts atom pairs, of
+  which a failed record has none.
 
 Costly, on a capped number of RDKit-valid molecules (the first N of the file, ``strain`` and
 ``posebusters``; 0 = off), each beside the same rows of as many QM9 training molecules:
