@@ -296,14 +296,22 @@ def _unit(m: Metric) -> str:
     return f" ({m.unit})" if m.unit else ""
 
 
-def plot(results: Sequence[dict], variants: Sequence[Variant], metrics, path: str | Path, title: str = "") -> Path:
-    """Validation curves: one panel per variant panel, mean validation MAE vs step per curve, ± std band, log y."""
+def _panels(results: Sequence[dict], variants: Sequence[Variant], metrics):
+    """A figure with one axis per variant panel: (plt, fig, [(axis, panel, its variants, its metric), ...])."""
     metrics = _as_metrics(metrics)
     panels = list(dict.fromkeys(v.panel for v in variants))
     plt, fig, axes = _figure(len(panels))
+    rows = []
     for ax, panel in zip(axes, panels):
         mine = [v for v in variants if v.panel == panel]
-        m = metric_of(results, mine[0].name, metrics)
+        rows.append((ax, panel, mine, metric_of(results, mine[0].name, metrics)))
+    return plt, fig, rows
+
+
+def plot(results: Sequence[dict], variants: Sequence[Variant], metrics, path: str | Path, title: str = "") -> Path:
+    """Validation curves: one panel per variant panel, mean validation MAE vs step per curve, ± std band, log y."""
+    plt, fig, panels = _panels(results, variants, metrics)
+    for ax, panel, mine, m in panels:
         for i, v in enumerate(mine):
             steps, mean, std = curves(results, v.name, m.label, m.scale)
             if not steps:
@@ -323,12 +331,8 @@ def plot(results: Sequence[dict], variants: Sequence[Variant], metrics, path: st
 
 def plot_test(results: Sequence[dict], variants: Sequence[Variant], metrics, path: str | Path, title: str = "") -> Path:
     """Test MAE: one panel per variant panel, each seed a dot and the mean ± std as a bar with error bar."""
-    metrics = _as_metrics(metrics)
-    panels = list(dict.fromkeys(v.panel for v in variants))
-    plt, fig, axes = _figure(len(panels))
-    for ax, panel in zip(axes, panels):
-        mine = [v for v in variants if v.panel == panel]
-        m = metric_of(results, mine[0].name, metrics)
+    plt, fig, panels = _panels(results, variants, metrics)
+    for ax, panel, mine, m in panels:
         for i, v in enumerate(mine):
             values = [_test_mae(r, m.label) * m.scale for r in _ok(results, v.name) if _test_mae(r, m.label) is not None]
             if not values:
