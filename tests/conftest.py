@@ -68,6 +68,17 @@ def rattled(atoms: Atoms, stdev: float = 0.05, seed: int = 1) -> Atoms:
     return atoms
 
 
+def kekule_benzene(cc: float = 1.40, ch: float = 1.09):
+    """Benzene as a generated molecule: planar D6h ring of C–C length ``cc``, C–H ``ch`` (Å), Kekulé bonds."""
+    from localframe.generate.molecule import Molecule
+
+    ang = np.arange(6) * np.pi / 3
+    ring = np.stack([np.cos(ang), np.sin(ang), np.zeros(6)], 1)
+    pos = np.concatenate([cc * ring, (cc + ch) * ring])
+    bonds = [(k, (k + 1) % 6, 1 + k % 2) for k in range(6)] + [(k, k + 6, 1) for k in range(6)]
+    return Molecule([6] * 6 + [1] * 6, pos, None, bonds)
+
+
 def ethanol() -> Atoms:
     """Rattled ethanol: no symmetry left."""
     return rattled(molecule("CH3CH2OH"), 0.05, seed=3)

@@ -8,17 +8,14 @@ import pytest
 pytest.importorskip("rdkit")
 pytest.importorskip("posebusters", reason="PoseBusters checks need the posebusters package (localframe[chem])")
 
+from conftest import kekule_benzene  # noqa: E402
 from localframe.errors import InputError  # noqa: E402
 from localframe.generate import geometry_checks, metrics  # noqa: E402
 from localframe.generate.molecule import Molecule  # noqa: E402
 
 
-def benzene(cc=1.39, ch=1.09):
-    ang = np.arange(6) * np.pi / 3
-    ring = np.stack([np.cos(ang), np.sin(ang), np.zeros(6)], 1)
-    pos = np.concatenate([cc * ring, (cc + ch) * ring])
-    bonds = [(k, (k + 1) % 6, 1 + k % 2) for k in range(6)] + [(k, k + 6, 1) for k in range(6)]
-    return Molecule([6] * 6 + [1] * 6, pos, None, bonds)
+def benzene():
+    return kekule_benzene(1.39)
 
 
 def squeezed(mol, i=0, j=1, length=1.0):

@@ -7,17 +7,13 @@ import pytest
 
 pytest.importorskip("rdkit")
 
+from conftest import kekule_benzene  # noqa: E402
 from localframe.errors import InputError  # noqa: E402
 from localframe.generate import metrics, tables  # noqa: E402
 from localframe.generate.molecule import Molecule, read_sdf, write_sdf  # noqa: E402
 
 
-def benzene(cc=1.40, ch=1.09):
-    ang = np.arange(6) * np.pi / 3
-    ring = np.stack([np.cos(ang), np.sin(ang), np.zeros(6)], 1)
-    pos = np.concatenate([cc * ring, (cc + ch) * ring])
-    bonds = [(k, (k + 1) % 6, 1 + k % 2) for k in range(6)] + [(k, k + 6, 1) for k in range(6)]
-    return Molecule([6] * 6 + [1] * 6, pos, None, bonds)
+benzene = kekule_benzene
 
 
 def star(center, n, d, charge=0, planar=False):
