@@ -134,7 +134,7 @@ def test_cli_prints_the_count_and_evaluate_counts_them_invalid(tmp_path, capsys,
     train.save(tmp_path / "model.pt", train.build(cfg, ELEMENTS_H, CHARGES), cfg, histogram)
     loaded, hist = train.load(tmp_path / "model.pt")
     loaded.network = Broken(loaded.network, [1, 3], float("inf"))
-    monkeypatch.setattr(sample_module, "load", lambda path: (loaded, hist))
+    monkeypatch.setattr(sample_module, "load", lambda path, device="cpu": (loaded, hist))
     out = tmp_path / "m.sdf"
     assert main(["generate", "sample", str(tmp_path / "model.pt"), "--n", "5", "--steps", "3", "--out", str(out),
                  "--quiet", "--batch-size", "5"]) == 0

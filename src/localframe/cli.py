@@ -304,7 +304,8 @@ def cmd_generate_sample(args: argparse.Namespace) -> int:
 
     r = sample(args.model, args.n, args.steps, args.out, seed=args.seed, batch_size=args.batch_size,
                threads=args.threads, progress=not args.quiet, condition=dict(args.condition) if args.condition else None,
-               fragment=args.fragment, add=args.add, resample=args.resample, separation=args.separation)
+               fragment=args.fragment, add=args.add, resample=args.resample, separation=args.separation,
+               device=args.device)
     print(f"wrote {r['n']} molecules to {r['out']} ({r['steps']} steps, {r['molecules_per_second']:.2f} molecules/s)")
     if r["failed"]:
         print(f"{r['failed']} of {r['n']} samples failed ({'; '.join(r['failed_reasons'])}): written as empty records "
@@ -354,6 +355,7 @@ def _add_generate(sub) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--batch-size", type=int, default=100, help="molecules per batch (default 100)")
     q.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    q.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     q.add_argument("--condition", type=_name_value, action="append", metavar="NAME=VALUE",
                    help="property of a conditioned model, e.g. alpha=70.0 (default: (atom count, property) "
                         "pairs drawn from the training molecules)")

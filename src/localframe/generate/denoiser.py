@@ -64,11 +64,11 @@ def full_graph(batch: torch.Tensor) -> torch.Tensor:
     offsets = torch.cumsum(counts, 0) - counts
     rows = []
     for n, o in zip(counts.tolist(), offsets.tolist()):
-        idx = torch.arange(n)
+        idx = torch.arange(n, device=batch.device)
         i, j = torch.meshgrid(idx, idx, indexing="ij")
         mask = i != j
         rows.append(torch.stack([i[mask], j[mask]]) + o)
-    return torch.cat(rows, dim=1) if rows else torch.zeros(2, 0, dtype=torch.long)
+    return torch.cat(rows, dim=1) if rows else torch.zeros(2, 0, dtype=torch.long, device=batch.device)
 
 
 def pair_index(batch: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,7 @@ class Denoiser(nn.Module):
             getattr(self.representation, name).features = inputs
         i, j = edges
         vectors = gather(x, j) - gather(x, i)
-        numbers = torch.zeros(len(x), dtype=torch.long)
+        numbers = torch.zeros(len(x), dtype=torch.long, device=x.device)
         s, v = self.representation(numbers, edges, vectors, batch, n_mol)
         d2 = vectors.pow(2).sum(-1, keepdim=True)
         w = self.coord_net(torch.cat([gather(s, i), gather(s, j), d2], dim=-1))

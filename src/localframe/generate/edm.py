@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from localframe.generate.process import Batch, Process, centred_noise, remove_mean
+from localframe.generate.process import Batch, Process, centred_noise, rand, randn, remove_mean
 from localframe.generate.schedule import alpha_sigma
 
 FEATURE_SCALE = 0.25
@@ -32,9 +32,10 @@ class EDM(Process):
 
     def features(self, batch: Batch) -> torch.Tensor:
         k = len(self.elements)
-        h = torch.zeros(len(batch.types), self.n_features, dtype=batch.x.dtype)
-        h[torch.arange(len(h)), batch.types] = 1.0
-        h[torch.arange(len(h)), k + batch.charges] = 1.0
+        h = torch.zeros(len(batch.types), self.n_features, dtype=batch.x.dtype, device=batch.x.device)
+        rows = torch.arange(len(h), device=h.device)
+        h[rows, batch.types] = 1.0
+        h[rows, k + batch.charges] = 1.0
         return FEATURE_SCALE * h
 
     def predict(self, x, h, t, batch, condition=None):
@@ -43,8 +44,9 @@ class EDM(Process):
 
     def loss(self, batch: Batch, t=None, noise=None) -> torch.Tensor:
         x, h, b, n = batch.x, self.features(batch), batch.batch, batch.n_mol
-        t = torch.rand(n, dtype=x.dtype) if t is None else t
-        eps_x, eps_h = noise if noise is not None else (centred_noise(x.shape, b, n, dtype=x.dtype), torch.randn_like(h))
+        t = rand(n, dtype=x.dtype, device=x.device) if t is None else t
+        eps_x, eps_h = noise if noise is not None else (centred_noise(x.shape, b, n, dtype=x.dtype),
+                                                        randn(h.shape, dtype=h.dtype, device=h.device))
         alpha, sigma = alpha_sigma(t)
         a, s = alpha[b].unsqueeze(-1), sigma[b].unsqueeze(-1)
         pred_x, pred_h = self.predict(a * x + s * eps_x, a * h + s * eps_h, t, b, batch.condition)
@@ -53,10 +55,10 @@ class EDM(Process):
 
     def start(self, b, n, generator, dtype):
         return {"x": centred_noise((len(b), 3), b, n, generator, dtype),
-                "h": torch.randn((len(b), self.n_features), generator=generator, dtype=dtype)}
+                "h": randn((len(b), self.n_features), generator, dtype, b.device)}
 
     def grid(self, steps, dtype):
-        return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype)
+        return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype, device=self.device)
 
     def step(self, state, t, s, b, n, generator, condition=None):
         """Ancestral step t → s of the module docstring (fresh noise from ``generator``)."""
@@ -67,14 +69,14 @@ class EDM(Process):
         var_ts = sig_t**2 - a_ts**2 * sig_s**2
         std = var_ts.clamp(min=0).sqrt() * sig_s / sig_t
         x = remove_mean(x / a_ts - var_ts / (a_ts * sig_t) * eps_x, b, n) + std * centred_noise(x.shape, b, n, generator, x.dtype)
-        h = h / a_ts - var_ts / (a_ts * sig_t) * eps_h + std * torch.randn(h.shape, generator=generator, dtype=h.dtype)
+        h = h / a_ts - var_ts / (a_ts * sig_t) * eps_h + std * randn(h.shape, generator, h.dtype, h.device)
         return {"x": x, "h": h}
 
     def finish(self, state, b, n, condition=None):
         """The clean estimate (z_0 − σ_0 ε̂) / α_0; types and charges the argmax of their blocks."""
         x, h = state["x"], state["h"]
-        a0, s0 = alpha_sigma(torch.zeros((), dtype=x.dtype))
-        eps_x, eps_h = self.predict(x, h, torch.zeros(n, dtype=x.dtype), b, condition)
+        a0, s0 = alpha_sigma(torch.zeros((), dtype=x.dtype, device=x.device))
+        eps_x, eps_h = self.predict(x, h, torch.zeros(n, dtype=x.dtype, device=x.device), b, condition)
         x = remove_mean((x - s0 * eps_x) / a0, b, n)
         h = (h - s0 * eps_h) / a0
         x = torch.where(torch.isfinite(h).all(-1, keepdim=True), x, torch.nan)  # undefined type: a failed sample

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from localframe.generate.denoiser import pair_index
-from localframe.generate.process import BOND_ORDERS, Batch, Process, centred_noise, remove_mean
+from localframe.generate.process import BOND_ORDERS, Batch, Process, centred_noise, multinomial, rand, randint, remove_mean
 
 T_MAX = 1.0
 
@@ -59,13 +59,14 @@ class FlowMatching(Process):
     def loss(self, batch: Batch, t=None, noise=None) -> torch.Tensor:
         """``noise`` = (x_0, keep_u (N, 2), random types, random charges[, keep_u (P,), random bonds])."""
         x1, b, n = batch.x, batch.batch, batch.n_mol
-        t = torch.rand(n, dtype=x1.dtype) if t is None else t
+        d = x1.device
+        t = rand(n, dtype=x1.dtype, device=d) if t is None else t
         if noise is None:
-            noise = (centred_noise(x1.shape, b, n, dtype=x1.dtype), torch.rand(len(b), 2, dtype=x1.dtype),
-                     torch.randint(len(self.elements), (len(b),)), torch.randint(len(self.charges), (len(b),)))
+            noise = (centred_noise(x1.shape, b, n, dtype=x1.dtype), rand((len(b), 2), dtype=x1.dtype, device=d),
+                     randint(len(self.elements), (len(b),), device=d), randint(len(self.charges), (len(b),), device=d))
             if self.bonds:
                 owner = b[pair_index(b)[0]]
-                noise += (torch.rand(len(owner), dtype=x1.dtype), self._prior_draw(len(owner), None))
+                noise += (rand(len(owner), dtype=x1.dtype, device=d), self._prior_draw(len(owner), None))
         x0, keep_u, random_types, random_charges = noise[:4]
         tb = t[b]
         xt = (1 - tb).unsqueeze(-1) * x0 + tb.unsqueeze(-1) * x1
@@ -83,18 +84,20 @@ class FlowMatching(Process):
         return loss + self.separation_loss(tb.unsqueeze(-1) * x_hat, batch, t)
 
     def _prior_draw(self, n: int, generator) -> torch.Tensor:
-        return torch.multinomial(self.bond_prior.float(), n, replacement=True, generator=generator) if n else torch.zeros(0, dtype=torch.long)
+        if not n:
+            return torch.zeros(0, dtype=torch.long, device=self.bond_prior.device)
+        return multinomial(self.bond_prior.float(), n, replacement=True, generator=generator)
 
     def start(self, b, n, generator, dtype):
         state = {"x": centred_noise((len(b), 3), b, n, generator, dtype),
-                 "types": torch.randint(len(self.elements), (len(b),), generator=generator),
-                 "charges": torch.randint(len(self.charges), (len(b),), generator=generator)}
+                 "types": randint(len(self.elements), (len(b),), generator, b.device),
+                 "charges": randint(len(self.charges), (len(b),), generator, b.device)}
         if self.bonds:
             state["bonds"] = self._prior_draw(pair_index(b).shape[1], generator)
         return state
 
     def grid(self, steps, dtype):
-        return torch.linspace(0.0, 1.0, steps + 1, dtype=dtype)
+        return torch.linspace(0.0, 1.0, steps + 1, dtype=dtype, device=self.device)
 
     def step(self, state, t, t_next, b, n, generator, condition=None):
         """Euler step t → t' = t + Δt: x ← x + Δt (x̂_1 − x)/(1 − t) (x̂_1 at t' = T_MAX), each category
@@ -128,6 +131,6 @@ class FlowMatching(Process):
     @staticmethod
     def _jump(state, logits, probability, generator):
         logits = torch.where(torch.isfinite(logits).all(-1, keepdim=True), logits, 0.0)  # such atoms are marked failed
-        draw = torch.multinomial(logits.softmax(-1).float(), 1, generator=generator).squeeze(-1)
-        u = torch.rand(state.shape, generator=generator)
+        draw = multinomial(logits.softmax(-1).float(), 1, generator=generator).squeeze(-1)
+        u = rand(state.shape, generator, device=state.device)
         return torch.where(u < probability, draw, state)

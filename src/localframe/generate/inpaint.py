@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from localframe.errors import InputError
 from localframe.generate.molecule import Molecule
-from localframe.generate.process import centred_noise, remove_mean, size_batch
+from localframe.generate.process import centred_noise, rand, randint, randn, remove_mean, size_batch
 from localframe.generate.schedule import alpha_sigma
 from localframe.generate.denoiser import pair_index
 from localframe.generate.separation import bonded_minimum, project
@@ -71,12 +71,11 @@ class EDMSteps:
         std = (sig_t**2 - a_ts**2 * sig_s**2).clamp(min=0).sqrt()
         x, h = state["x"], state["h"]
         return {"x": a_ts * x + std * centred_noise(x.shape, b, n, generator, x.dtype),
-                "h": a_ts * h + std * torch.randn(h.shape, generator=generator, dtype=h.dtype)}
+                "h": a_ts * h + std * randn(h.shape, generator, h.dtype, h.device)}
 
     def path_noise(self, clean, generator):
-        m, dtype = len(clean["x"]), clean["x"].dtype
-        return {"x": torch.randn((m, 3), generator=generator, dtype=dtype),
-                "h": torch.randn((m, self.p.n_features), generator=generator, dtype=dtype)}
+        m, dtype, d = len(clean["x"]), clean["x"].dtype, clean["x"].device
+        return {"x": randn((m, 3), generator, dtype, d), "h": randn((m, self.p.n_features), generator, dtype, d)}
 
     def known(self, clean, t, noise):
         from localframe.generate.edm import FEATURE_SCALE
@@ -108,22 +107,22 @@ class FlowSteps:
         x = state["x"]
         out = {"x": keep * x + std * centred_noise(x.shape, b, n, generator, x.dtype)}
         for key, k in (("types", len(self.p.elements)), ("charges", len(self.p.charges))):
-            u = torch.rand(len(b), generator=generator, dtype=x.dtype)
-            out[key] = torch.where(u < keep, state[key], torch.randint(k, (len(b),), generator=generator))
+            u = rand(len(b), generator, x.dtype, x.device)
+            out[key] = torch.where(u < keep, state[key], randint(k, (len(b),), generator, x.device))
         if self.p.bonds:
-            u = torch.rand(len(state["bonds"]), generator=generator, dtype=x.dtype)
+            u = rand(len(state["bonds"]), generator, x.dtype, x.device)
             out["bonds"] = torch.where(u < keep, state["bonds"], self.p._prior_draw(len(u), generator))
         return out
 
     def path_noise(self, clean, generator):
-        m, dtype = len(clean["x"]), clean["x"].dtype
-        noise = {"x": torch.randn((m, 3), generator=generator, dtype=dtype),
-                 "u": torch.rand((m, 2), generator=generator, dtype=dtype),
-                 "types": torch.randint(len(self.p.elements), (m,), generator=generator),
-                 "charges": torch.randint(len(self.p.charges), (m,), generator=generator)}
+        m, dtype, d = len(clean["x"]), clean["x"].dtype, clean["x"].device
+        noise = {"x": randn((m, 3), generator, dtype, d),
+                 "u": rand((m, 2), generator, dtype, d),
+                 "types": randint(len(self.p.elements), (m,), generator, d),
+                 "charges": randint(len(self.p.charges), (m,), generator, d)}
         if "bonds" in clean:
             p = len(clean["bonds"])
-            noise["u_bonds"] = torch.rand(p, generator=generator, dtype=dtype)
+            noise["u_bonds"] = rand(p, generator, dtype, d)
             noise["bonds"] = self.p._prior_draw(p, generator)
         return noise
 
@@ -162,7 +161,7 @@ class Fragment:
         for i, j, order in bonds:
             table[i, j] = table[j, i] = order
         i, j = np.triu_indices(len(self), k=1)
-        return torch.as_tensor(table[i, j])
+        return torch.as_tensor(table[i, j], device="cpu")
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -237,7 +236,7 @@ def _fixed_mask(b: torch.Tensor, m: int) -> torch.Tensor:
     """True for the first ``m`` atoms of every molecule (``b`` sorted)."""
     counts = torch.bincount(b)
     first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    return torch.arange(len(b)) - first < m
+    return torch.arange(len(b), device=b.device) - first < m
 
 
 def _impose(state: dict, known: dict, fixed: torch.Tensor, b: torch.Tensor, n: int) -> dict:
@@ -262,7 +261,7 @@ def _place(x: torch.Tensor, fixed: torch.Tensor, b: torch.Tensor, n: int, fragme
     """Float64 positions in the fragment's frame: fixed atoms at their input coordinates exactly, the
     others translated by ȳ − x̄_fixed."""
     x = x.double()
-    y = torch.as_tensor(np.asarray(fragment.positions, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(fragment.positions, dtype=np.float64), device=x.device)
     shift = y.mean(0) - scatter_mean(x[fixed], b[fixed], n)
     x = x + gather(shift, b)
     x[fixed] = y.repeat(n, 1)
@@ -272,7 +271,7 @@ def _place(x: torch.Tensor, fixed: torch.Tensor, b: torch.Tensor, n: int, fragme
 def _separate(process, x, types, b, n, scale, mobile):
     """The state's positions projected to pairs ≥ scale · d_min (types: indices into the elements)."""
     ij = pair_index(b)
-    z = torch.as_tensor(process.elements)[types]
+    z = torch.as_tensor(process.elements, device=types.device)[types]
     d_min = scale * bonded_minimum(z[ij[0]], z[ij[1]]).to(x.dtype)
     return project(x, d_min, ij, mobile)
 
@@ -287,7 +286,8 @@ def guided_sample(process, sizes, steps: int, generator=None, dtype=torch.float3
         raise InputError("steps and --resample must be at least 1")
     c = process.normalise(condition, dtype) if process.conditions else None
     stepper = STEPPERS[process.name](process)
-    b, n = size_batch(sizes)
+    device = process.device
+    b, n = size_batch(sizes, device)
     m = len(fragment) if fragment is not None else 0
     if fragment is not None and int(torch.bincount(b).min()) <= m:
         raise InputError(f"every molecule needs more atoms than the fragment's {m}", fragment.source)
@@ -297,15 +297,15 @@ def guided_sample(process, sizes, steps: int, generator=None, dtype=torch.float3
     if fragment is not None:
         z_index = {z: k for k, z in enumerate(process.elements)}
         q_index = {q: k for k, q in enumerate(process.charges)}
-        y = torch.as_tensor(np.asarray(fragment.positions, dtype=np.float64))
+        y = torch.as_tensor(np.asarray(fragment.positions, dtype=np.float64), device=device)
         clean = {"x": (y - y.mean(0)).to(dtype).repeat(n, 1),
-                 "types": torch.tensor([z_index[int(z)] for z in fragment.numbers]).repeat(n),
-                 "charges": torch.tensor([q_index[int(q)] for q in fragment.charges]).repeat(n)}
+                 "types": torch.tensor([z_index[int(z)] for z in fragment.numbers], device=device).repeat(n),
+                 "charges": torch.tensor([q_index[int(q)] for q in fragment.charges], device=device).repeat(n)}
         if process.bonds:
-            clean["bonds"] = fragment.pair_orders().repeat(n)
+            clean["bonds"] = fragment.pair_orders().to(device).repeat(n)
         noise = stepper.path_noise(clean, generator)
     state = process.start(b, n, generator, dtype)
-    grid = process.grid(steps, dtype)
+    grid = process.grid(steps, dtype).to(device)
     for t, s in zip(grid[:-1], grid[1:]):
         for r in range(resample):
             state = process.step(state, t, s, b, n, generator, c)

@@ -37,9 +37,33 @@ def remove_mean(x: torch.Tensor, batch: torch.Tensor, n_mol: int) -> torch.Tenso
     return x - gather(scatter_mean(x, batch, n_mol), batch)
 
 
+def _source(generator) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def randn(shape, generator=None, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Random draws follow one rule: they are made on the generator's device (CPU for the global generator
+    and for the ``torch.Generator()`` that sampling seeds), then moved to ``device``, the device of the state.
+    A seed gives the same noise on every device (and on CPU the same molecules as a CPU-only run)."""
+    return torch.randn(shape, generator=generator, dtype=dtype, device=_source(generator)).to(device)
+
+
+def rand(shape, generator=None, dtype=torch.float32, device=None) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, dtype=dtype, device=_source(generator)).to(device)
+
+
+def randint(high: int, shape, generator=None, device=None) -> torch.Tensor:
+    return torch.randint(high, shape, generator=generator, device=_source(generator)).to(device)
+
+
+def multinomial(probs: torch.Tensor, n: int, replacement: bool = False, generator=None) -> torch.Tensor:
+    """Categorical draws from the rows of ``probs``, on the generator's device, returned on ``probs``'s."""
+    return torch.multinomial(probs.to(_source(generator)), n, replacement, generator=generator).to(probs.device)
+
+
 def centred_noise(shape, batch: torch.Tensor, n_mol: int, generator=None, dtype=torch.float32) -> torch.Tensor:
-    """Standard Gaussian noise projected onto the zero-centre-of-mass subspace."""
-    return remove_mean(torch.randn(shape, generator=generator, dtype=dtype), batch, n_mol)
+    """Standard Gaussian noise projected onto the zero-centre-of-mass subspace (on ``batch``'s device)."""
+    return remove_mean(randn(shape, generator, dtype, batch.device), batch, n_mol)
 
 
 @dataclass
@@ -51,6 +75,11 @@ class Batch:
     n_mol: int
     bonds: torch.Tensor | None = None  # (P,) bond order of each pair of pair_index(batch)
     condition: torch.Tensor | None = None  # (B, C) normalised properties
+
+    def to(self, device) -> "Batch":
+        move = lambda v: None if v is None else v.to(device)  # noqa: E731
+        return Batch(move(self.x), move(self.types), move(self.charges), move(self.batch), self.n_mol,
+                     move(self.bonds), move(self.condition))
 
 
 class Process(nn.Module):
@@ -83,7 +112,8 @@ class Process(nn.Module):
 
     def normalise(self, values, dtype=torch.float32) -> torch.Tensor:
         """(B, C) properties in their units → (c − mean) / std."""
-        values = torch.as_tensor(np.asarray(values, dtype=np.float64).reshape(-1, len(self.conditions)), dtype=dtype)
+        values = torch.as_tensor(np.asarray(values, dtype=np.float64).reshape(-1, len(self.conditions)), dtype=dtype,
+                                 device=self.device)
         return (values - self.condition_mean.to(dtype)) / self.condition_std.to(dtype)
 
     separation_weight = 0.0  # w of the separation penalty in the loss (config train.separation_weight)
@@ -94,25 +124,34 @@ class Process(nn.Module):
             return 0.0
         from localframe.generate.separation import penalty
 
-        numbers = torch.as_tensor(self.elements)[batch.types]
+        numbers = torch.as_tensor(self.elements, device=batch.types.device)[batch.types]
         return self.separation_weight * penalty(x_scaled, numbers, batch.batch, scale)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the module (its buffers and weights); states and batches live there."""
+        return self.condition_mean.device
 
     @property
     def n_features(self) -> int:
         return len(self.elements) + len(self.charges)
 
     def make_batch(self, molecules: list[Molecule], dtype=torch.float32) -> Batch:
+        """The batch, built on CPU and moved to the module's device."""
+        cpu = torch.device("cpu")
         z_index = {z: k for k, z in enumerate(self.elements)}
         q_index = {q: k for k, q in enumerate(self.charges)}
-        x = torch.tensor(np.concatenate([m.positions for m in molecules]), dtype=dtype)
-        batch = torch.repeat_interleave(torch.arange(len(molecules)), torch.tensor([len(m) for m in molecules]))
-        types = torch.tensor([z_index[int(z)] for m in molecules for z in m.numbers])
-        charges = torch.tensor([q_index[int(q)] for m in molecules for q in m.charges])
+        x = torch.tensor(np.concatenate([m.positions for m in molecules]), dtype=dtype, device=cpu)
+        batch = torch.repeat_interleave(torch.arange(len(molecules), device=cpu),
+                                        torch.tensor([len(m) for m in molecules], device=cpu))
+        types = torch.tensor([z_index[int(z)] for m in molecules for z in m.numbers], device=cpu)
+        charges = torch.tensor([q_index[int(q)] for m in molecules for q in m.charges], device=cpu)
         bonds = pair_orders(molecules, batch) if self.bonds else None
         condition = None
         if self.conditions:
             condition = self.normalise([[m.info["properties"][c] for c in self.conditions] for m in molecules], dtype)
-        return Batch(remove_mean(x, batch, len(molecules)), types, charges, batch, len(molecules), bonds, condition)
+        out = Batch(remove_mean(x, batch, len(molecules)), types, charges, batch, len(molecules), bonds, condition)
+        return out.to(self.device)
 
     def to_molecules(self, x: torch.Tensor, types: torch.Tensor, charges: torch.Tensor, batch: torch.Tensor,
                      bonds: torch.Tensor | None = None) -> list[Molecule]:
@@ -122,6 +161,8 @@ class Process(nn.Module):
         such molecules into failed records."""
         from localframe.generate.denoiser import pair_index
 
+        x, types, charges, batch = x.cpu(), types.cpu(), charges.cpu(), batch.cpu()
+        bonds = None if bonds is None else bonds.cpu()
         out = []
         z = np.array(self.elements)[types.numpy()]
         q = np.array(self.charges)[charges.numpy()]
@@ -166,10 +207,10 @@ class Process(nn.Module):
         model; ``trajectory``, a list, gets the positions after every step."""
         if steps < 1:
             raise ValueError("steps must be at least 1")
-        b, n = size_batch(sizes)
+        b, n = size_batch(sizes, self.device)
         state = self.start(b, n, generator, dtype)
         c = self.normalise(condition, dtype) if self.conditions else None
-        grid = self.grid(steps, dtype)
+        grid = self.grid(steps, dtype).to(self.device)
         for t, s in zip(grid[:-1], grid[1:]):
             state = self.step(state, t, s, b, n, generator, c)
             if trajectory is not None:
@@ -178,9 +219,11 @@ class Process(nn.Module):
         return self.to_molecules(x, types, charges, b, bonds)
 
 
-def size_batch(sizes) -> tuple[torch.Tensor, int]:
+def size_batch(sizes, device=None) -> tuple[torch.Tensor, int]:
     sizes = [int(n) for n in sizes]
-    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)), len(sizes)
+    cpu = torch.device("cpu")
+    b = torch.repeat_interleave(torch.arange(len(sizes), device=cpu), torch.tensor(sizes, dtype=torch.long, device=cpu))
+    return b.to(device), len(sizes)
 
 
 BOND_ORDERS = (0, 1, 2, 3)  # none, single, double, triple (Kekulé)
@@ -195,9 +238,10 @@ def pair_orders(molecules: list[Molecule], batch: torch.Tensor) -> torch.Tensor:
     keys = pairs[0] * n_total + pairs[1]  # sorted, as pair_index is
     starts = np.concatenate([[0], np.cumsum([len(m) for m in molecules])])
     rows = [np.sort(m.bonds[:, :2], axis=1) + o for m, o in zip(molecules, starts) if m.bonds is not None and len(m.bonds)]
-    orders = torch.zeros(len(keys), dtype=torch.long)
+    orders = torch.zeros(len(keys), dtype=torch.long, device=keys.device)
     if rows:
-        ij = torch.as_tensor(np.concatenate(rows))
-        value = torch.as_tensor(np.concatenate([m.bonds[:, 2] for m in molecules if m.bonds is not None and len(m.bonds)]))
+        ij = torch.as_tensor(np.concatenate(rows), device=keys.device)
+        value = torch.as_tensor(np.concatenate([m.bonds[:, 2] for m in molecules if m.bonds is not None and len(m.bonds)]),
+                                device=keys.device)
         orders[torch.searchsorted(keys, ij[:, 0] * n_total + ij[:, 1])] = value
     return orders

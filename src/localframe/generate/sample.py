@@ -51,26 +51,28 @@ def sizes_and_conditions(process, histogram: np.ndarray, n: int, rng, condition:
     if missing or extra:
         raise InputError(f"--condition must give exactly {', '.join(names)} (the model's properties)")
     values = np.array([float(condition[name]) for name in names])
-    distance = np.abs((pairs[:, 1:] - values) / process.condition_std.double().numpy()).sum(1)
+    distance = np.abs((pairs[:, 1:] - values) / process.condition_std.double().cpu().numpy()).sum(1)
     nearest = np.argsort(distance, kind="stable")[:max(20, len(pairs) // 100)]
     return pairs[rng.choice(nearest, size=n), 0].astype(np.int64), np.tile(values, (n, 1))
 
 
 def sample(model: str, n: int, steps: int, out: str, seed: int = 0, batch_size: int = 100, threads: int = 1,
            progress: bool = True, condition: dict | None = None, fragment: str | None = None, add: int | None = None,
-           resample: int = 1, separation: bool = False) -> dict:
+           resample: int = 1, separation: bool = False, device: str = "auto") -> dict:
+    """``device``: auto | cpu | cuda | cuda:N (:func:`localframe.generate.train.resolve_device`); the draws are
+    made on CPU from ``seed`` whatever the device (see :mod:`localframe.generate.train`)."""
     from localframe.errors import InputError
     from localframe.progress import Progress
 
     if n < 1 or steps < 1 or batch_size < 1:
         raise InputError("--n, --steps and --batch-size must be positive")
     torch.set_num_threads(threads)
-    process, histogram = load(model)
+    process, histogram = load(model, device)
     rng = np.random.default_rng(seed)
     sizes, values = sizes_and_conditions(process, histogram, n, rng, condition)
     guided = guide(process, histogram, n, rng, fragment, add, resample, separation)
     sizes = sizes if guided is None or guided.sizes is None else guided.sizes
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)  # CPU draws, moved to the device
     molecules, start = [], time.perf_counter()
     meter = Progress(n, "generate sample", enabled=progress, unit="molecules")
     meter.start()

@@ -48,7 +48,7 @@ def _radii() -> np.ndarray:
 def bonded_minimum(zi, zj, factor: float = FACTOR):
     """f · (r_i + r_j) for atomic numbers ``zi``, ``zj`` (numpy arrays or torch tensors, same shape)."""
     if isinstance(zi, torch.Tensor):
-        r = torch.as_tensor(_radii())
+        r = torch.as_tensor(_radii(), device=zi.device)
         return (factor * (r[zi] + r[zj]))
     r = _radii()
     return factor * (r[np.asarray(zi)] + r[np.asarray(zj)])
@@ -67,13 +67,13 @@ def project(x: torch.Tensor, d_min: torch.Tensor, pairs: torch.Tensor, mobile: t
     """x (N, 3) moved so that ‖x_i − x_j‖ ≥ d_min for the pairs (2, P); ``mobile`` (N,) bool, default all."""
     x = x.clone()
     i, j = pairs
-    w = torch.ones(len(x), dtype=x.dtype) if mobile is None else mobile.to(x.dtype)
+    w = torch.ones(len(x), dtype=x.dtype, device=x.device) if mobile is None else mobile.to(x.dtype)
     total = w[i] + w[j]
     movable = total > 0
     share_i = torch.where(movable, w[i] / total.clamp(min=1), 0.0).unsqueeze(-1)
     share_j = torch.where(movable, w[j] / total.clamp(min=1), 0.0).unsqueeze(-1)
     d_min = d_min.to(x.dtype)
-    fallback = torch.tensor([1.0, 0.0, 0.0], dtype=x.dtype)
+    fallback = torch.tensor([1.0, 0.0, 0.0], dtype=x.dtype, device=x.device)
     for _ in range(iterations):
         v = x[j] - x[i]
         d = v.norm(dim=-1)

@@ -10,7 +10,8 @@ Config (every key optional except none; unknown keys are an error)::
     train: {minutes: 15, max_steps: null, batch_size: 32, lr: 5.0e-4, seed: 0, threads: 1, log_every: 50,
             separation_weight: 0.0,   # > 0: add w · L_sep (localframe.generate.separation) to the loss
             ema_decay: 0.999,         # the saved weights are an exponential moving average (EDM's 0.999); 0: the last step's
-            save_every_minutes: 10}   # model.pt is rewritten (atomically) this often, so a stopped run keeps its latest
+            save_every_minutes: 10,   # model.pt is rewritten (atomically) this often, so a stopped run keeps its latest
+            device: auto}             # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
     run_dir: runs/generate_qm9
 
 The run directory gets ``config.yaml`` (resolved), ``metrics.csv`` (step, seconds, loss) and
@@ -20,6 +21,12 @@ draws from) that :func:`load` reads with ``torch.load(weights_only=True)``.
 
 The weights saved are the moving average θ̄ ← d θ̄ + (1 − d) θ over the optimizer steps (d = ``ema_decay``),
 as in EDM (Hoogeboom et al. 2022) and the flow-matching models after it; the loss logged is the live model's.
+
+Devices: training moves the process and every batch to ``train.device`` (:func:`resolve_device`); the model
+file is device-free (weights saved on CPU, loaded onto CPU, then moved). Random draws are made on CPU (the
+global generator, or the ``torch.Generator()`` sampling seeds) and moved to the device
+(:func:`localframe.generate.process.randn`), so a seed gives the same noise on every device and, on CPU,
+the same molecules as before devices existed; on a GPU the molecules differ only by floating-point rounding.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ DEFAULTS = {
     "model": {"name": "egnn", "hparams": {"hidden_channels": 64, "num_layers": 4}},
     "data": {"hydrogens": True, "n_train": 5000, "half": None},
     "train": {"minutes": 15.0, "max_steps": None, "batch_size": 32, "lr": 5.0e-4, "seed": 0, "threads": 1,
-              "log_every": 50, "separation_weight": 0.0, "ema_decay": 0.999, "save_every_minutes": 10.0},
+              "log_every": 50, "separation_weight": 0.0, "ema_decay": 0.999, "save_every_minutes": 10.0,
+              "device": "auto"},
     "run_dir": "runs/generate_qm9",
 }
 
@@ -95,6 +103,26 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
     return cfg
 
 
+def resolve_device(value: str | None = "auto") -> torch.device:
+    """``auto`` (cuda when ``torch.cuda.is_available()``, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
+    value = "auto" if value is None else str(value).strip().lower()
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {value!r} requested but CUDA is not available (this torch build or machine has "
+                             f"no GPU); use device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device {value!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def conditions(cfg: dict) -> tuple[str, ...]:
     """The property names of ``cfg["condition"]`` (None, one name, or a list of names)."""
     c = cfg.get("condition")
@@ -121,6 +149,7 @@ def train(cfg: dict, progress: bool = True) -> dict:
     from localframe.progress import Progress
 
     t_cfg = cfg["train"]
+    device = resolve_device(t_cfg.get("device", "auto"))
     torch.set_num_threads(int(t_cfg["threads"]))
     torch.manual_seed(int(t_cfg["seed"]))
     rng = np.random.default_rng(int(t_cfg["seed"]))
@@ -138,6 +167,7 @@ def train(cfg: dict, progress: bool = True) -> dict:
         for mol, row in zip(molecules, values):
             mol.info["properties"] = dict(zip(process.conditions, row.tolist()))
         pairs = np.concatenate([data.n_atoms[:, None], values], axis=1)
+    process.to(device)
     optimizer = torch.optim.Adam(process.parameters(), lr=float(t_cfg["lr"]))
     average = MovingAverage(process, float(t_cfg["ema_decay"]))
     run = Path(cfg["run_dir"])
@@ -159,7 +189,7 @@ def train(cfg: dict, progress: bool = True) -> dict:
         if (max_steps is not None and step >= max_steps) or (max_steps is None and elapsed >= budget):
             break
         pick = rng.choice(len(molecules), size=min(int(t_cfg["batch_size"]), len(molecules)), replace=False)
-        batch = process.make_batch([molecules[k] for k in pick])
+        batch = process.make_batch([molecules[k] for k in pick])  # on the process's device
         loss = process.loss(batch)
         optimizer.zero_grad()
         loss.backward()
@@ -220,7 +250,8 @@ def save(path, process, cfg: dict, histogram: np.ndarray, condition_pairs: np.nd
     """``condition_pairs`` (M, 1 + C): the training molecules' atom counts and properties; ``state_dict``: the
     weights to save (default: the process's own)."""
     payload = {"kind": "localframe.generate", "config": cfg,
-               "state_dict": process.state_dict() if state_dict is None else state_dict,
+               "state_dict": {key: value.detach().cpu() for key, value in
+                              (process.state_dict() if state_dict is None else state_dict).items()},
                "elements": list(process.elements), "charges": list(process.charges),
                "atom_count_histogram": [int(c) for c in histogram]}
     if condition_pairs is not None:
@@ -229,8 +260,8 @@ def save(path, process, cfg: dict, histogram: np.ndarray, condition_pairs: np.nd
         torch.save(payload, handle)
 
 
-def load(path):
-    """(process, atom-count histogram) from a generative model file."""
+def load(path, device="cpu"):
+    """(process on ``device``, atom-count histogram) from a generative model file (read onto CPU, then moved)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "No such file or directory", str(path))
@@ -245,5 +276,6 @@ def load(path):
     empty = {key: value for key, value in process.state_dict().items() if value.numel() == 0}
     process.load_state_dict({**empty, **payload["state_dict"]})
     process.eval()
+    process.to(resolve_device(device) if isinstance(device, str) else device)
     process.condition_pairs = np.array(payload.get("condition_pairs", []), dtype=np.float64)
     return process, np.array(payload["atom_count_histogram"])
