@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("rdkit")
 
 from localframe.cli import main  # noqa: E402
+from localframe.errors import InputError  # noqa: E402
 from localframe.generate import train  # noqa: E402
 from localframe.generate.data import CHARGES, ELEMENTS_H  # noqa: E402
 from localframe.generate.molecule import read_sdf  # noqa: E402
@@ -103,3 +104,15 @@ def _config(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("process: flow\n")
     return path
+
+
+def test_the_shipped_model_samples_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no file of that name here
+    out = tmp_path / "mols.sdf"
+    for name in train.SHIPPED:
+        process, histogram = train.load(name)
+        assert process.bonds and histogram.sum() > 0
+        assert main(["generate", "sample", name, "--n", "2", "--steps", "3", "--out", str(out), "--quiet"]) == 0
+        assert len(read_sdf(out)) == 2
+    with pytest.raises(InputError, match="not a shipped model"):
+        train.load("qm9-no-such-model")

@@ -348,7 +348,8 @@ def _add_generate(sub) -> None:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_generate_train)
     q = g.add_parser("sample", help="sample molecules from a generative model file into an SDF file")
-    q.add_argument("model", help="RUN_DIR/model.pt of 'localframe generate train'")
+    q.add_argument("model", help="RUN_DIR/model.pt of 'localframe generate train', or the name of a model "
+                                 "the package ships (docs/generation.md)")
     q.add_argument("--n", type=int, default=1000, help="molecules (default 1000)")
     q.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     q.add_argument("--out", default="mols.sdf", help="SDF file (default mols.sdf)")
