@@ -113,7 +113,9 @@ def _cli(*args, env_extra=None):
 
 
 def test_resume_after_sigkill_mid_epoch(tmp_path, emt_data):
-    epochs = 6
+    # Many short epochs, killed as soon as two are done: on a fast machine an epoch takes tens of
+    # milliseconds, so the remaining 18 leave a margin far above the polling interval.
+    epochs = 20
     killed_run, clean_run = tmp_path / "killed", tmp_path / "clean"
     path = write_config(tmp_path, emt_data, killed_run, max_epochs=epochs, checkpoint_minutes=0.001, batch_size=4)
     cmd, env = _cli("train", path, "--quiet")
@@ -123,9 +125,8 @@ def test_resume_after_sigkill_mid_epoch(tmp_path, emt_data):
     while time.time() < deadline and proc.poll() is None:
         rows = (killed_run / "metrics.csv").read_text().strip().splitlines() if (killed_run / "metrics.csv").exists() else []
         if last.exists() and len(rows) >= 3:  # two epochs done, the third under way
-            time.sleep(0.3)
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
