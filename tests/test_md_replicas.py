@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from localframe import models
+from localframe import fast, models
 from localframe.calculator import Calculator
 from localframe.cli import main
 from localframe.io import save_model
@@ -55,6 +55,51 @@ def test_replicas_equal_separate_runs(lf, ensemble):
             assert got[key] == pytest.approx(want[key], rel=1e-10, abs=1e-12)
     # replicas 0 and 2 start alike but draw other velocities and noise
     assert np.abs(result["replicas"][0]["atoms"].positions - result["replicas"][2]["atoms"].positions).max() > 1e-3
+
+
+def traced(model) -> Calculator:
+    """A float64 calculator whose fixed-graph path (as ``compile=True`` sets it) runs traced, without Inductor."""
+    calc = Calculator(model, dtype="float64")
+    calc.evaluator.fast = fast.FastPath(calc.evaluator, compile=False)
+    return calc
+
+
+def test_fixed_graph_replicas_equal_separate_eager_runs(lf, monkeypatch):
+    """Replicas through one fixed graph of two structures (max_pairs: two ethanols' 72 pairs each;
+    three replicas, so the second graph call of a step is filled up with a copy): every replica
+    equals a separate eager run_md to 1e-10 (float64, 50 steps), with two graph calls per step."""
+    calls = []
+    call = fast.FixedGraph.__call__
+    monkeypatch.setattr(fast.FixedGraph, "__call__", lambda self, *args: (calls.append(self.structures), call(self, *args))[1])
+    model = tiny_model()
+    starts = [lf.ethanol(), lf.rattled(lf.ethanol(), 0.03, seed=7)]
+    steps, seed = 50, 5
+    result = run_replicas(traced(model), starts, 3, ensemble="nvt", steps=steps, seed=seed, progress=False,
+                          max_pairs=150, **GENTLE)
+    assert result["stopped"] == [] and result["model_calls"] == steps + 1
+    assert calls == [2] * (2 * (steps + 1))  # every evaluation: two calls of the two-structure graph
+    for r, got in enumerate(result["replicas"]):
+        want = run_md(Calculator(model, dtype="float64"), starts[r % 2], ensemble="nvt", steps=steps, seed=seed + r,
+                      progress=False, **GENTLE)
+        assert np.abs(got["atoms"].positions - starts[r % 2].positions).max() > 1e-3
+        np.testing.assert_allclose(got["atoms"].positions, want["atoms"].positions, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(got["atoms"].get_velocities(), want["atoms"].get_velocities(), rtol=0, atol=1e-10)
+
+
+def test_fixed_graph_replicas_keep_guards_and_fall_back(lf):
+    """A replica that trips the close-contact guard stops alone on the fixed-graph path too; replicas
+    of different molecules take the general path (same numbers as without the fixed graph)."""
+    from ase.build import molecule
+
+    model = tiny_model()
+    result = run_replicas(traced(model), [lf.ethanol(), squeezed(lf.ethanol())], 3, steps=10, progress=False, **GENTLE)
+    assert [s["replica"] for s in result["replicas"] if s["stopped"]] == [1]
+    assert "0.3 Å apart" in result["stopped"][0]
+    mixed = [lf.ethanol(), molecule("CH3OH")]
+    a = run_replicas(traced(model), mixed, 2, steps=10, progress=False, **GENTLE)
+    b = run_replicas(Calculator(model, dtype="float64"), mixed, 2, steps=10, progress=False, **GENTLE)
+    for x, y in zip(a["replicas"], b["replicas"]):
+        np.testing.assert_allclose(x["atoms"].positions, y["atoms"].positions, rtol=0, atol=1e-12)
 
 
 def test_a_guard_stops_one_replica_only(lf, tmp_path):

@@ -37,7 +37,7 @@ from localframe.data.batch import AtomsBatch
 from localframe.data.convert import MIN_DISTANCE, check_structure
 from localframe.errors import InputError
 
-__all__ = ["FixedGraph", "FastPath", "padded_pairs"]
+__all__ = ["FixedGraph", "FastPath", "FastBatch", "padded_pairs"]
 
 #: Inductor options of the fixed graph (its inputs are ours, with fixed sizes and strides: no size asserts)
 INDUCTOR_OPTIONS = {"size_asserts": False}
@@ -66,34 +66,39 @@ def _uncompiled(model):
 
 
 class FixedGraph:
-    """Energy and forces of one model for N atoms on K pairs, traced (and compiled) once.
+    """Energy and forces of one model for R structures of N atoms on K pairs each, traced (and compiled) once.
 
-    ``FixedGraph(model, numbers, positions, cell, edges, shifts, compile=True)``: example tensors
-    (model dtype and device; ``cell`` (3, 3), ``edges`` (2, K), ``shifts`` (K, 3) integer lattice
-    shifts in the float dtype). ``graph(positions, cell, edges, shifts)`` returns
-    ``(energy (1,), forces (N, 3), distances (K,))``.
+    ``FixedGraph(model, numbers, positions, cell, edges, shifts, compile=True, structures=1)``:
+    example tensors (model dtype and device; ``numbers`` (R N,), ``positions`` (R N, 3), structure
+    r on rows r N ... (r + 1) N − 1; ``cell`` (3, 3) for one structure, (R, 3, 3) for several;
+    ``edges`` (2, R K) with indices into all R N atoms, ``shifts`` (R K, 3) integer lattice shifts
+    in the float dtype). ``graph(positions, cell, edges, shifts)`` returns
+    ``(energy (R,), forces (R N, 3), distances (R K,))``.
     """
 
-    def __init__(self, model, numbers, positions, cell, edges, shifts, compile: bool = True):
+    def __init__(self, model, numbers, positions, cell, edges, shifts, compile: bool = True, structures: int = 1):
         from torch.fx.experimental.proxy_tensor import make_fx
 
         with _uncompiled(model):
             self.state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         keys, cutoff = list(self.state), model.cutoff
-        n = numbers.shape[0]
+        self.structures = structures
+        n = numbers.shape[0] // structures
 
         device = positions.device
         # pbc as numpy: the model reads it as a Python value (bool(pbc.any())), which a traced tensor cannot give
-        pbc, index = np.ones((1, 3), dtype=bool), torch.zeros(n, dtype=torch.long, device=device)
-        n_atoms = torch.full((1,), n, dtype=torch.long, device=device)
+        pbc = np.ones((structures, 3), dtype=bool)
+        index = torch.arange(structures, device=device).repeat_interleave(n)
+        n_atoms = torch.full((structures,), n, dtype=torch.long, device=device)
 
         def energy_forces(*args):
             state = dict(zip(keys, args[: len(keys)]))
             numbers, positions, cell, edges, shifts = args[len(keys):]
-            batch = AtomsBatch(numbers=numbers, positions=positions, cell=cell.unsqueeze(0), pbc=pbc, batch=index,
+            cell = cell.reshape(structures, 3, 3)
+            batch = AtomsBatch(numbers=numbers, positions=positions, cell=cell, pbc=pbc, batch=index,
                                n_atoms=n_atoms, edge_index=edges, cell_shifts=shifts, cutoff=cutoff)
             out = torch.func.functional_call(model, state, (batch,), {"forces": True, "stress": False, "dipole": False})
-            distances = torch.linalg.vector_norm(batch.edge_vectors(positions.detach(), cell.unsqueeze(0)), dim=-1)
+            distances = torch.linalg.vector_norm(batch.edge_vectors(positions.detach(), cell), dim=-1)
             return out["energy"].detach(), out["forces"].detach(), distances
 
         self.inputs = [*self.state.values(), numbers]
@@ -120,9 +125,7 @@ class FastPath:
 
     def __init__(self, evaluator, compile: bool = True):
         self.evaluator, self.compile = evaluator, compile
-        self.reason: str | None = None
-        if any(getattr(m, "spe", None) is not None for m in evaluator.models):
-            self.reason = "models with SPE inputs compute them from positions outside the graph"
+        self.reason: str | None = unsupported(evaluator)
         self.graphs: list[FixedGraph] | None = None
         self._numbers: np.ndarray | None = None
         self._pbc: np.ndarray | None = None
@@ -175,10 +178,9 @@ class FastPath:
             self._pairs, self._edges = 0, None
         self._numbers, self._pbc = numbers.copy(), pbc.copy()
         self._cell = checked["cell"].copy()
-        cell = self._cell if pbc.any() else np.eye(3) * (2.0 * ev.neighbors.cutoff + 1.0)
+        cell = graph_cell(self._cell, pbc, ev.neighbors.cutoff)
         self._cell_t = torch.as_tensor(cell, dtype=ev.dtype, device=ev.device)
-        lengths = np.linalg.norm(cell, axis=1)
-        self._pad_shift = np.array([np.ceil(2.0 * ev.neighbors.cutoff / lengths[0]), 0.0, 0.0])
+        self._pad_shift = pad_shift(cell, ev.neighbors.cutoff)
         if self._edges is not None:
             self._write_pairs()
 
@@ -186,12 +188,10 @@ class FastPath:
         n = len(self._numbers)
         self._raw = (edges, shifts.astype(np.float64))
         if self._pairs == 0 or edges.shape[1] > self._pairs:  # first list, or more pairs than room: a new graph
-            capacity = 8 * int(np.ceil(max(edges.shape[1], 1) * PAD_MARGIN / 8))
-            if not self._pbc.any():
-                capacity = max(min(capacity, n * (n - 1)), edges.shape[1], 1)
-            self._pairs, self.graphs = capacity, None
-            self._edges = torch.zeros(2, capacity, dtype=torch.long, device=self.evaluator.device)
-            self._shifts = torch.zeros(capacity, 3, dtype=self.evaluator.dtype, device=self.evaluator.device)
+            k = capacity(edges.shape[1], n, bool(self._pbc.any()))
+            self._pairs, self.graphs = k, None
+            self._edges = torch.zeros(2, k, dtype=torch.long, device=self.evaluator.device)
+            self._shifts = torch.zeros(k, 3, dtype=self.evaluator.dtype, device=self.evaluator.device)
         self._write_pairs()
 
     def _write_pairs(self) -> None:
@@ -214,37 +214,194 @@ class FastPath:
         return True
 
     def _check_padding(self, model, example) -> None:
-        """The energy and forces with one more padding pair equal those without (the envelope masks it)."""
-        numbers, positions, cell, edges, shifts = example
-
-        def run(e, s):
-            batch = AtomsBatch(numbers=numbers, positions=positions, cell=cell.unsqueeze(0),
-                               pbc=torch.ones(1, 3, dtype=torch.bool, device=positions.device),
-                               batch=torch.zeros(len(numbers), dtype=torch.long, device=positions.device),
-                               n_atoms=torch.full((1,), len(numbers), dtype=torch.long, device=positions.device),
-                               edge_index=e, cell_shifts=s, cutoff=model.cutoff)
-            with _uncompiled(model):
-                out = model(batch, forces=True, stress=False, dipole=False)
-            return out["energy"].detach(), out["forces"].detach()
-
-        pad_e = torch.zeros(2, 1, dtype=edges.dtype, device=edges.device)
-        pad_s = torch.as_tensor(self._pad_shift, dtype=shifts.dtype, device=shifts.device).view(1, 3)
-        base = run(edges, shifts)
-        more = run(torch.cat([edges, pad_e], dim=1), torch.cat([shifts, pad_s]))
-        tol = 1e-4 if positions.dtype == torch.float32 else 1e-10
-        for a, b in zip(base, more):
-            if not torch.allclose(a, b, rtol=tol, atol=tol):
-                raise ValueError("pairs beyond the cutoff change this model's energy or forces (no envelope on some edge term)")
+        check_padding(model, example, self._pad_shift)
 
     def _closest(self, distances: torch.Tensor) -> None:
-        """The closest pair within the pair cutoff, kept on the evaluator; atoms closer than
-        :data:`~localframe.data.convert.MIN_DISTANCE` raise :class:`InputError`."""
-        d = distances.detach().to("cpu", torch.float64).numpy()[: self._raw[0].shape[1]]
-        k = int(d.argmin()) if len(d) else -1
-        if k < 0 or d[k] >= self.evaluator.neighbors.cutoff:
-            self.evaluator.closest = (-1, -1, float("inf"))
-            return
-        i, j = (int(x) for x in self._raw[0][:, k])
-        self.evaluator.closest = (i, j, float(d[k]))
-        if d[k] < MIN_DISTANCE:
-            raise InputError(f"atoms {i} and {j} are {d[k]:.3g} Å apart (closer than {MIN_DISTANCE} Å)")
+        """The closest pair, kept on the evaluator; atoms closer than the minimum raise :class:`InputError`."""
+        self.evaluator.closest = closest_pair(distances, self._raw[0], self.evaluator.neighbors.cutoff)
+        check_closest(self.evaluator.closest)
+
+
+class FastBatch:
+    """The fast path of many structures of the same atoms at once (MD replicas,
+    :mod:`localframe.md.replicas`): energy and forces of R structures through one
+    :class:`FixedGraph` of G structures per member, each structure on its own evaluator's Verlet
+    list, all padded to the same K pairs.
+
+    ``fast(evaluators, structures)`` returns, per structure, what :meth:`Evaluator.__call__`
+    returns for it alone, or the :class:`InputError` that structure raised (it fails alone); or
+    None when the fast path does not serve this call (structures with other atoms, periodic cells
+    that differ; :attr:`reason` says why when it never will). G = ``max_pairs`` // K structures per
+    graph call (at least one; all of them when None); the last call of a step is filled up with
+    copies of its last structure, whose results are dropped. More pairs than K, or another
+    structure, build a new graph. ``compile=False`` runs the traced graphs without Inductor (tests).
+    """
+
+    def __init__(self, evaluator, max_pairs: int | None = None, compile: bool = True):
+        self.evaluator, self.max_pairs, self.compile = evaluator, max_pairs, compile
+        self.reason: str | None = unsupported(evaluator)
+        self.graphs: list[FixedGraph] | None = None
+        self.structures = 0  # G of the graphs
+        self._key: tuple | None = None
+        self._pairs = 0
+
+    def __call__(self, evaluators, structures: list[Atoms]) -> list | None:
+        if self.reason is not None:
+            return None
+        first = structures[0]
+        key = (first.numbers.tobytes(), first.pbc.tobytes(), first.cell.array.tobytes() if first.pbc.any() else b"")
+        if any((a.numbers.tobytes(), a.pbc.tobytes(), a.cell.array.tobytes() if a.pbc.any() else b"") != key
+               for a in structures[1:]):
+            return None
+        if key != self._key:
+            self._setup(first)
+            self._key = key
+        results: list = [None] * len(structures)
+        rows = []  # (structure index, positions, edges, shifts) of the usable structures
+        for k, (evaluator, atoms) in enumerate(zip(evaluators, structures)):
+            positions = atoms.positions
+            if not np.isfinite(positions).all():
+                bad = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
+                results[k] = InputError(f"non-finite coordinates (NaN or inf) at atom {bad}")
+                continue
+            edges, shifts, _ = evaluator.neighbors.candidates(positions, self._cell, self._pbc)
+            rows.append((k, positions, edges.numpy(), shifts.numpy().astype(np.float64)))
+        if not rows:
+            return results
+        most = max(row[2].shape[1] for row in rows)
+        if most > self._pairs:
+            self._pairs, self.graphs = capacity(most, len(self._numbers), bool(self._pbc.any())), None
+        if self.graphs is None and not self._build(rows):
+            return None
+        self._evaluate(evaluators, rows, results)
+        return results
+
+    def _setup(self, atoms: Atoms) -> None:
+        ev = self.evaluator
+        checked = check_structure(atoms, elements=ev.elements, index=None, close=False)
+        self._numbers, self._pbc, self._cell = checked["numbers"], checked["pbc"], checked["cell"].copy()
+        self._graph_cell = graph_cell(self._cell, self._pbc, ev.neighbors.cutoff)
+        self._pad_shift = pad_shift(self._graph_cell, ev.neighbors.cutoff)
+        self._pairs, self.graphs = 0, None
+
+    def _build(self, rows) -> bool:
+        """Trace (and compile) one graph of G structures per member; False (and :attr:`reason`) where that fails."""
+        ev, n, k = self.evaluator, len(self._numbers), self._pairs
+        g = len(rows) if self.max_pairs is None else max(1, min(len(rows), self.max_pairs // k))
+        tensor = lambda x, dtype=ev.dtype: torch.as_tensor(x, dtype=dtype, device=ev.device)  # noqa: E731
+        numbers = tensor(self._numbers, torch.long)
+        self._inputs = (tensor(np.zeros((g * n, 3))), tensor(np.broadcast_to(self._graph_cell, (g, 3, 3)).copy()),
+                        torch.zeros(2, g * k, dtype=torch.long, device=ev.device), tensor(np.zeros((g * k, 3))))
+        _, row_positions, row_edges, row_shifts = rows[0]
+        edges, shifts = padded_pairs(row_edges, row_shifts, k, self._pad_shift)
+        one = (numbers, tensor(row_positions), tensor(self._graph_cell), tensor(edges, torch.long), tensor(shifts))
+        self.structures = g
+        self._fill([rows[0]] * g)
+        try:
+            for model in ev.models:
+                check_padding(model, one, self._pad_shift)
+            self.graphs = [FixedGraph(m, numbers.repeat(g), *self._inputs, compile=self.compile, structures=g)
+                           for m in ev.models]
+        except Exception as err:  # noqa: BLE001 - any failure to trace or compile means: use the general path
+            self.reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+            warnings.warn(f"compiled fixed-graph path unavailable, using the general path ({self.reason})", stacklevel=3)
+            return False
+        return True
+
+    def _fill(self, group) -> None:
+        """The graph's inputs for G rows: positions one after the other, pairs padded to K and offset by r N."""
+        n, k = len(self._numbers), self._pairs
+        positions, cell, edges, shifts = self._inputs
+        positions.copy_(torch.from_numpy(np.concatenate([row[1] for row in group])))
+        for r, (_, _, row_edges, row_shifts) in enumerate(group):
+            e, s = padded_pairs(row_edges, row_shifts, k, self._pad_shift)
+            edges[:, r * k:(r + 1) * k].copy_(torch.from_numpy(e + r * n))
+            shifts[r * k:(r + 1) * k].copy_(torch.from_numpy(s))
+
+    def _evaluate(self, evaluators, rows, results) -> None:
+        from localframe.inference import combine, split
+
+        g, n, k = self.structures, len(self._numbers), self._pairs
+        cutoff = self.evaluator.neighbors.cutoff
+        for start in range(0, len(rows), g):
+            group = rows[start:start + g]
+            self._fill(group + [group[-1]] * (g - len(group)))
+            outputs = [graph(*self._inputs) for graph in self.graphs]
+            answers = split(combine([{"energy": e, "forces": f} for e, f, _ in outputs]), np.full(g, n))
+            distances = outputs[0][2]
+            for r, (index, _, row_edges, _) in enumerate(group):
+                evaluators[index].closest = closest = closest_pair(distances[r * k:(r + 1) * k], row_edges, cutoff)
+                try:
+                    check_closest(closest)
+                except InputError as err:
+                    results[index] = err
+                    continue
+                results[index] = answers[r]
+
+
+def unsupported(evaluator) -> str | None:
+    """Why the fixed graph cannot serve ``evaluator``'s models, or None."""
+    if any(getattr(m, "spe", None) is not None for m in evaluator.models):
+        return "models with SPE inputs compute them from positions outside the graph"
+    return None
+
+
+def pad_shift(cell: np.ndarray, cutoff: float) -> np.ndarray:
+    """The lattice shift of the padding self-pairs: along the first cell vector, ≥ 2 r_c long."""
+    return np.array([np.ceil(2.0 * cutoff / np.linalg.norm(cell[0])), 0.0, 0.0])
+
+
+def graph_cell(cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:
+    """The cell the fixed graph sees: the structure's own, or diag(L, L, L), L = 2 r_c + 1 Å, without periodicity."""
+    return cell if pbc.any() else np.eye(3) * (2.0 * cutoff + 1.0)
+
+
+def capacity(pairs: int, n_atoms: int, periodic: bool) -> int:
+    """Pair slots K of a fixed graph for ``pairs`` pairs: :data:`PAD_MARGIN` × that, rounded up to 8,
+    at most N(N − 1) without periodicity."""
+    k = 8 * int(np.ceil(max(pairs, 1) * PAD_MARGIN / 8))
+    return k if periodic else max(min(k, n_atoms * (n_atoms - 1)), pairs, 1)
+
+
+def check_padding(model, example, shift: np.ndarray) -> None:
+    """The energy and forces with one more padding pair equal those without (the envelope masks it).
+
+    ``example``: ``(numbers, positions, cell (3, 3), edges, shifts)`` of one structure."""
+    numbers, positions, cell, edges, shifts = example
+
+    def run(e, s):
+        batch = AtomsBatch(numbers=numbers, positions=positions, cell=cell.unsqueeze(0),
+                           pbc=torch.ones(1, 3, dtype=torch.bool, device=positions.device),
+                           batch=torch.zeros(len(numbers), dtype=torch.long, device=positions.device),
+                           n_atoms=torch.full((1,), len(numbers), dtype=torch.long, device=positions.device),
+                           edge_index=e, cell_shifts=s, cutoff=model.cutoff)
+        with _uncompiled(model):
+            out = model(batch, forces=True, stress=False, dipole=False)
+        return out["energy"].detach(), out["forces"].detach()
+
+    pad_e = torch.zeros(2, 1, dtype=edges.dtype, device=edges.device)
+    pad_s = torch.as_tensor(shift, dtype=shifts.dtype, device=shifts.device).view(1, 3)
+    base = run(edges, shifts)
+    more = run(torch.cat([edges, pad_e], dim=1), torch.cat([shifts, pad_s]))
+    tol = 1e-4 if positions.dtype == torch.float32 else 1e-10
+    for a, b in zip(base, more):
+        if not torch.allclose(a, b, rtol=tol, atol=tol):
+            raise ValueError("pairs beyond the cutoff change this model's energy or forces (no envelope on some edge term)")
+
+
+def closest_pair(distances: torch.Tensor, edges: np.ndarray, cutoff: float) -> tuple[int, int, float]:
+    """The closest pair within ``cutoff`` among the first E entries of ``distances`` (the real pairs
+    ``edges`` (2, E); padding follows), as ``(i, j, d)``; (-1, -1, inf) if none."""
+    d = distances.detach().to("cpu", torch.float64).numpy()[: edges.shape[1]]
+    k = int(d.argmin()) if len(d) else -1
+    if k < 0 or d[k] >= cutoff:
+        return (-1, -1, float("inf"))
+    i, j = (int(x) for x in edges[:, k])
+    return (i, j, float(d[k]))
+
+
+def check_closest(closest: tuple[int, int, float]) -> None:
+    """:class:`InputError` when the pair ``(i, j, d)`` is closer than :data:`~localframe.data.convert.MIN_DISTANCE`."""
+    i, j, d = closest
+    if d < MIN_DISTANCE:
+        raise InputError(f"atoms {i} and {j} are {d:.3g} Å apart (closer than {MIN_DISTANCE} Å)")

@@ -9,7 +9,10 @@ than :data:`MAX_PAIRS` pairs in all go in several passes, as larger ones run slo
 CPU). So
 every replica does exactly the arithmetic of a single ``run_md`` with its seed; only the round-off
 of the batched model sums can differ (tested: float64, 50 steps, positions and velocities equal
-separate runs to 1e-10, Langevin NVT and NVE).
+separate runs to 1e-10, Langevin NVT and NVE). With a compiled calculator (``compile=True``,
+``localframe md --replicas N --compile``) replicas of the same atoms go through one fixed graph
+for G of them (:class:`localframe.fast.FastBatch`: forward and backward traced and compiled once,
+each replica on its own Verlet list, padded to the same pair count; G from ``max_pairs``).
 
 Starting structures: replica r starts from ``structures[r % M]`` (M structures given), and draws
 its velocities and noise with ``seed + r``. Files: ``traj="md.extxyz"`` becomes ``md_r000.extxyz``,
@@ -30,6 +33,7 @@ from ase import Atoms
 
 from localframe.calculator import Calculator
 from localframe.errors import InputError
+from localframe.fast import FastBatch
 from localframe.inference import Evaluator, evaluate_together
 from localframe.md import checks
 from localframe.md.driver import MDStopped, run_md
@@ -135,6 +139,8 @@ class Lockstep:
 
     def __init__(self, evaluator, n: int, max_pairs: int | None = None):
         self.evaluator, self.max_pairs = evaluator, max_pairs
+        #: a compiled calculator: replicas of the same atoms through one fixed graph (localframe.fast)
+        self.fast = None if evaluator.fast is None else FastBatch(evaluator, max_pairs, compile=evaluator.fast.compile)
         self.turns = [_Turn(self, r) for r in range(n)]
         self.running = n
         self.calls = 0
@@ -182,9 +188,11 @@ class Lockstep:
         calls = [self._waiting.pop(r) for r in order]
         stress, dipole = any(c[1] for c in calls), any(c[2] for c in calls)
         started = time.perf_counter()
+        turns, structures = [self.turns[r] for r in order], [c[0] for c in calls]
         try:
-            answers = evaluate_together([self.turns[r] for r in order], [c[0] for c in calls], stress, dipole,
-                                        self.max_pairs)
+            answers = self.fast(turns, structures) if self.fast is not None and not stress and not dipole else None
+            if answers is None:
+                answers = evaluate_together(turns, structures, stress, dipole, self.max_pairs)
         except Exception as err:  # the model failed (e.g. a non-finite input); each replica words it
             answers = [err] * len(order)
         if self.calls:  # the step loop's calls: the first evaluation is not timed, as in run_md's wall_seconds
