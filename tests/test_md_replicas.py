@@ -151,6 +151,7 @@ def test_benchmark_replicas_rows(lf):
     assert [(r["system"], r["atoms"], r["replicas"], len(r["runs"])) for r in rows] == [("ethanol", 9, 0, 2),
                                                                                       ("ethanol", 9, 2, 2)]
     assert rows[0]["vs_single"] == 1.0 and rows[0]["model_share"] is None
+    assert [r["compiled"] for r in rows] == [False, False]
     assert 0 < rows[1]["model_share"] <= 1
     assert rows[1]["vs_single"] == pytest.approx(rows[1]["steps_per_second"] / rows[0]["steps_per_second"])
     assert rows[1]["vs_single_cpu"] == pytest.approx(rows[1]["steps_per_cpu_second"] / rows[0]["steps_per_cpu_second"])

@@ -153,9 +153,13 @@ def benchmark_replicas(
     temperature: float = 300.0,
     threads: int | None = None,
     progress: bool = True,
+    compiled: Sequence[int] = (),
 ) -> list[dict]:
     """Aggregate throughput of :func:`~localframe.md.replicas.run_replicas` (one batched model call
     per step for R trajectories) against one trajectory of :func:`run_md`, eager, no skin.
+    ``compiled``: replica counts that also run with a compiled calculator (``compile=True``: one
+    fixed graph for the replicas, :class:`localframe.fast.FastBatch`; Inductor compiles it in the
+    warm-up run, minutes per count the first time).
 
     Per system, a single ``run_md`` and ``run_replicas`` with each count in ``replicas`` run in
     turn, repeat by repeat (single, R1, R2, ..., single, ...), each after its own warm-up run, each
@@ -178,7 +182,7 @@ def benchmark_replicas(
     torch.set_num_threads(threads)
     unguarded = {"progress": False, "max_temperature": 1e12, "min_distance": 0, "ensemble": ensemble,
                  "timestep": timestep, "temperature": temperature}
-    counts = [0, *replicas]
+    counts = [(0, False), *((r, False) for r in replicas), *((r, True) for r in compiled)]
 
     def per(count: int) -> int:
         return int(steps.get(count, 50)) if isinstance(steps, dict) else int(steps)
@@ -193,25 +197,26 @@ def benchmark_replicas(
 
     rows = []
     for name, atoms in structures.items():
-        calc = Calculator(models, dtype=dtype)
-        runs: dict[int, list] = {count: [] for count in counts}
-        for count in counts:
-            once(calc, atoms, count, warmup, 0)
+        calcs = {False: Calculator(models, dtype=dtype), True: Calculator(models, dtype=dtype, compile=True) if compiled else None}
+        runs: dict[tuple, list] = {key: [] for key in counts}
+        for count, fixed in counts:
+            once(calcs[fixed], atoms, count, warmup, 0)
         for k in range(repeats):
-            for count in counts:
-                runs[count].append(once(calc, atoms, count, per(count), k))
-        single = [statistics.median(run[k] for run in runs[0]) for k in (0, 1)]
-        for count in counts:
-            rate, cpu_rate = (statistics.median(run[k] for run in runs[count]) for k in (0, 1))
-            share = None if count == 0 else statistics.median(run[2] for run in runs[count])
-            row = {"system": name, "atoms": len(atoms), "replicas": count, "steps": per(count),
-                   "steps_per_second": rate, "runs": [run[0] for run in runs[count]], "model_share": share,
+            for count, fixed in counts:
+                runs[count, fixed].append(once(calcs[fixed], atoms, count, per(count), k))
+        single = [statistics.median(run[k] for run in runs[0, False]) for k in (0, 1)]
+        for count, fixed in counts:
+            rate, cpu_rate = (statistics.median(run[k] for run in runs[count, fixed]) for k in (0, 1))
+            share = None if count == 0 else statistics.median(run[2] for run in runs[count, fixed])
+            row = {"system": name, "atoms": len(atoms), "replicas": count, "compiled": fixed, "steps": per(count),
+                   "steps_per_second": rate, "runs": [run[0] for run in runs[count, fixed]], "model_share": share,
                    "vs_single": rate / single[0], "steps_per_cpu_second": cpu_rate,
-                   "cpu_runs": [run[1] for run in runs[count]], "vs_single_cpu": cpu_rate / single[1],
+                   "cpu_runs": [run[1] for run in runs[count, fixed]], "vs_single_cpu": cpu_rate / single[1],
                    "threads": torch.get_num_threads()}
             rows.append(row)
             if progress:
-                print(f"{name:>10s} {len(atoms):4d} atoms  {'run_md' if count == 0 else f'{count} replicas':>12s}  "
+                label = "run_md" if count == 0 else f"{count} replicas{', compiled' if fixed else ''}"
+                print(f"{name:>10s} {len(atoms):4d} atoms  {label:>22s}  "
                       f"{rate:9.4g} replica-steps/s {row['vs_single']:6.2f}x, per CPU second {cpu_rate:9.4g} "
                       f"{row['vs_single_cpu']:6.2f}x  (runs {', '.join(f'{r:.4g}' for r in row['runs'])})", flush=True)
     return rows
