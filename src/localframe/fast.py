@@ -231,8 +231,9 @@ class FastBatch:
     ``fast(evaluators, structures)`` returns, per structure, what :meth:`Evaluator.__call__`
     returns for it alone, or the :class:`InputError` that structure raised (it fails alone); or
     None when the fast path does not serve this call (structures with other atoms, periodic cells
-    that differ; :attr:`reason` says why when it never will). G = ``max_pairs`` // K structures per
-    graph call (at least one; all of them when None); the last call of a step is filled up with
+    that differ; :attr:`reason` says why when it never will). G structures per graph call: the
+    fewest calls of at most ``max_pairs`` pairs each (at least one structure per call; one call
+    when None), the structures spread evenly over them; the last call of a step is filled up with
     copies of its last structure, whose results are dropped. More pairs than K, or another
     structure, build a new graph. ``compile=False`` runs the traced graphs without Inductor (tests).
     """
@@ -287,7 +288,8 @@ class FastBatch:
     def _build(self, rows) -> bool:
         """Trace (and compile) one graph of G structures per member; False (and :attr:`reason`) where that fails."""
         ev, n, k = self.evaluator, len(self._numbers), self._pairs
-        g = len(rows) if self.max_pairs is None else max(1, min(len(rows), self.max_pairs // k))
+        calls = 1 if self.max_pairs is None else -(-len(rows) // max(1, self.max_pairs // k))
+        g = -(-len(rows) // calls)  # the fewest calls within max_pairs, their structures balanced
         tensor = lambda x, dtype=ev.dtype: torch.as_tensor(x, dtype=dtype, device=ev.device)  # noqa: E731
         numbers = tensor(self._numbers, torch.long)
         self._inputs = (tensor(np.zeros((g * n, 3))), tensor(np.broadcast_to(self._graph_cell, (g, 3, 3)).copy()),
