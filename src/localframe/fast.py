@@ -1,4 +1,5 @@
-r"""Fixed-graph energy and forces of one structure: the fast path of ``compile=True`` for MD.
+r"""Fixed-graph energy and forces of one structure, or of many with the same atoms: the fast path of
+``compile=True`` for MD and MD replicas.
 
 One energy + forces call of a small molecule is little arithmetic; in eager PyTorch most of its
 time goes to per-operator dispatch, the autograd engine and Python-side tensor assembly. The fast
@@ -18,6 +19,10 @@ path removes them for the call MD makes again and again, one structure with a fi
    pairs and shifts enter as preallocated tensors updated in place.
 3. **Compiled.** Inductor compiles that graph for the fixed sizes (N atoms, K pairs); the first
    call takes minutes, later runs with the same architecture and sizes reuse Inductor's cache.
+4. **Replicas** (:class:`FastBatch`): R structures of the same atoms, structure r on atom rows
+   r N ... (r + 1) N − 1 and pair slots r K ... (r + 1) K − 1, each padded on its own Verlet list,
+   go through one graph of G structures (one batch of the model), so the per-call costs of 2. and
+   3. are paid once for G structures.
 
 Returns energy (eV), forces (eV/Å) and the K pair distances (Å) per member. Not served here (the
 caller falls back to the general path): stress, dipoles, models with SPE inputs, and any failure
@@ -205,16 +210,13 @@ class FastPath:
         example = (self._numbers_t, self._positions, self._cell_t, self._edges, self._shifts)
         try:
             for model in ev.models:
-                self._check_padding(model, example)
+                check_padding(model, example, self._pad_shift)
             self.graphs = [FixedGraph(m, *example, compile=self.compile) for m in ev.models]
         except Exception as err:  # noqa: BLE001 - any failure to trace or compile means: use the general path
             self.reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
             warnings.warn(f"compiled fixed-graph path unavailable, using the general path ({self.reason})", stacklevel=3)
             return False
         return True
-
-    def _check_padding(self, model, example) -> None:
-        check_padding(model, example, self._pad_shift)
 
     def _closest(self, distances: torch.Tensor) -> None:
         """The closest pair, kept on the evaluator; atoms closer than the minimum raise :class:`InputError`."""
