@@ -215,7 +215,7 @@ def benchmark_replicas(
                    "threads": torch.get_num_threads()}
             rows.append(row)
             if progress:
-                label = "run_md" if count == 0 else f"{count} replicas{', compiled' if fixed else ''}"
+                label = ("run_md" if count == 0 else f"{count} replicas") + (", compiled" if fixed else "")
                 print(f"{name:>10s} {len(atoms):4d} atoms  {label:>22s}  "
                       f"{rate:9.4g} replica-steps/s {row['vs_single']:6.2f}x, per CPU second {cpu_rate:9.4g} "
                       f"{row['vs_single_cpu']:6.2f}x  (runs {', '.join(f'{r:.4g}' for r in row['runs'])})", flush=True)
