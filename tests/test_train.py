@@ -183,3 +183,16 @@ def test_normalization_recovers_element_references_of_an_additive_target():
     gaps = np.array([a.info["gap"] for a in atoms])
     assert norm.target_stats["gap"]["shift"] == pytest.approx(gaps.mean())
     assert norm.target_stats["gap"]["scale"] == pytest.approx(gaps.std())
+
+
+def test_ddp_with_a_time_budget_keeps_ranks_identical(tmp_path, emt_data):
+    """The cosine schedule follows the wall-clock budget: every rank must use the same clock (rank 0's), or
+    their learning rates, and so their weights, drift apart."""
+    run = tmp_path / "ddp_time"
+    path = write_config(tmp_path, emt_data, run, max_epochs=1000, max_time=0.05)
+    cmd, env = _cli("train", path, "--quiet", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.strategy=ddp")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run / "test_metrics.json").read_text())
+    assert result["world_size"] == 2 and result["ranks_identical"] is True
+    assert result["epochs"] < 1000  # the time budget ended the run

@@ -144,6 +144,10 @@ class Task(L.LightningModule):
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.elapsed += time.perf_counter() - self._step_start
+        if self.trainer.world_size > 1:  # the schedule follows the clock: every rank takes rank 0's, or their lr drift apart
+            clock = torch.tensor([self.elapsed], dtype=torch.float64, device=self.device)
+            torch.distributed.broadcast(clock, src=0)
+            self.elapsed = float(clock)
         self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False, on_step=True, on_epoch=False)
 
     def _progress(self) -> float:
