@@ -148,9 +148,8 @@ class FastPath:
         positions = atoms.positions
         if self._numbers is None or not self._same_structure(atoms):
             self._setup(atoms)  # the one structure check (numbers, elements, cell, pbc, finiteness)
-        elif not np.isfinite(positions).all():
-            k = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
-            raise InputError(f"non-finite coordinates (NaN or inf) at atom {k}")
+        else:
+            check_finite(positions)
         edges, shifts, rebuilt = self.evaluator.neighbors.candidates(positions, self._cell, self._pbc)
         if rebuilt or self._edges is None:
             self._set_pairs(edges.numpy(), shifts.numpy())
@@ -213,14 +212,13 @@ class FastPath:
                 check_padding(model, example, self._pad_shift)
             self.graphs = [FixedGraph(m, *example, compile=self.compile) for m in ev.models]
         except Exception as err:  # noqa: BLE001 - any failure to trace or compile means: use the general path
-            self.reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-            warnings.warn(f"compiled fixed-graph path unavailable, using the general path ({self.reason})", stacklevel=3)
+            self.reason = unavailable(err)
             return False
         return True
 
     def _closest(self, distances: torch.Tensor) -> None:
         """The closest pair, kept on the evaluator; atoms closer than the minimum raise :class:`InputError`."""
-        self.evaluator.closest = closest_pair(distances, self._raw[0], self.evaluator.neighbors.cutoff)
+        self.evaluator.closest = _closest_pair(_numpy(distances), self._raw[0], self.evaluator.neighbors.cutoff)
         check_closest(self.evaluator.closest)
 
 
@@ -263,9 +261,10 @@ class FastBatch:
         rows = []  # (structure index, positions, edges, shifts) of the usable structures
         for k, (evaluator, atoms) in enumerate(zip(evaluators, structures)):
             positions = atoms.positions
-            if not np.isfinite(positions).all():
-                bad = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
-                results[k] = InputError(f"non-finite coordinates (NaN or inf) at atom {bad}")
+            try:
+                check_finite(positions)
+            except InputError as err:
+                results[k] = err
                 continue
             edges, shifts, _ = evaluator.neighbors.candidates(positions, self._cell, self._pbc)
             rows.append((k, positions, edges.numpy(), shifts.numpy().astype(np.float64)))
@@ -307,8 +306,7 @@ class FastBatch:
             self.graphs = [FixedGraph(m, numbers.repeat(g), *self._inputs, compile=self.compile, structures=g)
                            for m in ev.models]
         except Exception as err:  # noqa: BLE001 - any failure to trace or compile means: use the general path
-            self.reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-            warnings.warn(f"compiled fixed-graph path unavailable, using the general path ({self.reason})", stacklevel=3)
+            self.reason = unavailable(err)
             return False
         return True
 
@@ -332,9 +330,9 @@ class FastBatch:
             self._fill(group + [group[-1]] * (g - len(group)))
             outputs = [graph(*self._inputs) for graph in self.graphs]
             answers = split(combine([{"energy": e, "forces": f} for e, f, _ in outputs]), np.full(g, n))
-            distances = outputs[0][2]
+            distances = _numpy(outputs[0][2])
             for r, (index, _, row_edges, _) in enumerate(group):
-                evaluators[index].closest = closest = closest_pair(distances[r * k:(r + 1) * k], row_edges, cutoff)
+                evaluators[index].closest = closest = _closest_pair(distances[r * k:(r + 1) * k], row_edges, cutoff)
                 try:
                     check_closest(closest)
                 except InputError as err:
@@ -393,15 +391,33 @@ def check_padding(model, example, shift: np.ndarray) -> None:
             raise ValueError("pairs beyond the cutoff change this model's energy or forces (no envelope on some edge term)")
 
 
-def closest_pair(distances: torch.Tensor, edges: np.ndarray, cutoff: float) -> tuple[int, int, float]:
+def _numpy(distances: torch.Tensor) -> np.ndarray:
+    return distances.detach().to("cpu", torch.float64).numpy()
+
+
+def _closest_pair(distances: np.ndarray, edges: np.ndarray, cutoff: float) -> tuple[int, int, float]:
     """The closest pair within ``cutoff`` among the first E entries of ``distances`` (the real pairs
     ``edges`` (2, E); padding follows), as ``(i, j, d)``; (-1, -1, inf) if none."""
-    d = distances.detach().to("cpu", torch.float64).numpy()[: edges.shape[1]]
+    d = distances[: edges.shape[1]]
     k = int(d.argmin()) if len(d) else -1
     if k < 0 or d[k] >= cutoff:
         return (-1, -1, float("inf"))
     i, j = (int(x) for x in edges[:, k])
     return (i, j, float(d[k]))
+
+
+def check_finite(positions: np.ndarray) -> None:
+    """:class:`InputError` naming the first atom with a non-finite coordinate, if any."""
+    if not np.isfinite(positions).all():
+        k = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
+        raise InputError(f"non-finite coordinates (NaN or inf) at atom {k}")
+
+
+def unavailable(err: Exception) -> str:
+    """The one-line reason a graph could not be traced or compiled, also given as a warning."""
+    reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+    warnings.warn(f"compiled fixed-graph path unavailable, using the general path ({reason})", stacklevel=4)
+    return reason
 
 
 def check_closest(closest: tuple[int, int, float]) -> None:
