@@ -21,7 +21,7 @@ from localframe.data.batch import AtomsBatch
 
 PEER_MODULES = ("torch_geometric", "torch_geometric.nn", "torch_geometric.nn.models", "mace", "mace.modules")
 SECTIONS = ("## Benchmark setup", "## Speed", "## Scaling", "### Against GFN2-xTB",
-            "## Accuracy under a fixed training budget", "## Targets")
+            "## Accuracy under a fixed training budget", "## MD steps per second", "## Targets")
 MD_SECTION = "## Molecular dynamics\n\nWritten by someone else; must survive.\n"
 
 
@@ -193,6 +193,11 @@ def test_quick_bench_writes_the_report_with_peers_missing(tmp_path, monkeypatch,
         assert (path.parent / "figures" / figure).stat().st_size > 0
     scaling = json.loads((out / "scaling.json").read_text())
     assert all(np.isfinite(p["time_s"]) for r in scaling["boxes"]["rows"] for p in r["points"])
+    md = json.loads((out / "md.json").read_text())["systems"]["ethanol"]["rows"]
+    ours = [r for r in md if r["engine"] == "localframe"]
+    assert {(r["model"], r["replicas"]) for r in ours} == {(m, k) for m in ("schnet", "leftnet") for k in (0, 4)}
+    assert all(r["steps_per_cpu_second"] > 0 and len(r["cpu_runs"]) == 1 for r in ours), ours
+    assert all(r["vs_eager_cpu"] > 0 for r in ours if r["replicas"]), ours
     accuracy = out / "accuracy-md17.json"
     if accuracy.exists():  # needs tblite and lightning (the chem and train extras)
         rows = json.loads(accuracy.read_text())["tasks"]["md17"]["rows"]
@@ -200,6 +205,35 @@ def test_quick_bench_writes_the_report_with_peers_missing(tmp_path, monkeypatch,
     # the report can be regenerated from the saved results alone
     assert cli.main(["bench", "--report-only", "--out", str(out), "--report", str(path)]) == 0
     assert path.read_text().count(report.START) == 1 and "## Speed" in path.read_text()
+
+
+def test_md_ratios_are_paired_round_by_round_and_judged_against_the_goals():
+    """Hand-built rounds: the engine runs 2 and 4 steps/s against xTB's 1 and 4 (paired ratios 2 and 1:
+    median 1.5, while the ratio of medians would be 3/2.5 = 1.2), and replicas 30 and 40 against one eager
+    trajectory's 2 and 4 (15 and 10: median 12.5)."""
+    from localframe.bench import md_speed, verdicts
+
+    def engine(model, compiled, replicas, runs, kind="localframe"):
+        return {"model": model, "label": model, "engine": kind, "compiled": compiled, "replicas": replicas, "steps": 10,
+                "runs": runs, "cpu_runs": runs}
+
+    engines = [engine("m", False, 0, [2.0, 4.0]), engine("m", True, 0, [5.0, 12.0]), engine("m", False, 8, [30.0, 40.0]),
+               engine("gfn2-xtb", False, 0, [1.0, 4.0], kind="GFN2-xTB"),
+               {**engine("m", True, 8, []), "failure": "RuntimeError: not served"}]
+    rows = [md_speed._md_row(e, engines) for e in engines]
+    eager, fixed, replicas, xtb, failed = rows
+    assert eager["vs_xtb_cpu"] == pytest.approx(1.5) and "vs_eager_cpu" not in eager
+    assert fixed["vs_xtb_cpu"] == pytest.approx(4.0) and fixed["vs_eager_cpu"] == pytest.approx(2.75)
+    assert replicas["vs_eager_cpu"] == pytest.approx(12.5) and replicas["steps_per_cpu_second"] == pytest.approx(35.0)
+    assert "vs_xtb_cpu" not in xtb and failed["failure"].startswith("RuntimeError")
+    results = {"md": {"settings": {"replicas": 8}, "systems": {"ethanol": {"atoms": 9, "rows": rows}}}}
+    single = verdicts._md_versus_xtb(results, ("m", "M"), "ethanol", 3.0)
+    assert single["verdict"] == "met" and "compiled 4.00×" in single["measured"]  # the faster engine counts
+    assert verdicts._md_versus_xtb(results, ("m", "M"), "ethanol", 5.0)["verdict"] == "missed"
+    many = verdicts._replica_speedup(results, ("m", "M"), ("ethanol", "aspirin"), 20.0)
+    assert many["verdict"] == "missed" and "8 replicas eager 12.50×" in many["measured"]
+    assert verdicts._replica_speedup(results, ("m", "M"), ("ethanol",), 12.0)["verdict"] == "met"
+    assert verdicts._md_versus_xtb({}, ("m", "M"), "ethanol", 3.0) is None
 
 
 def test_own_trainer_notes_state_only_the_timing_a_program_reports():

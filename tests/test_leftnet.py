@@ -120,7 +120,7 @@ def test_vector_message_scaling():
 # ---------------------------------------------------------------------- sizes
 def test_presets_match_the_published_sizes():
     rows = {row["preset"]: row for row in models.describe_presets() if row["name"] == "leftnet"}
-    assert set(rows) == {"leftnet-qm9", "leftnet-md17", "leftnet-cpu", "leftnet-lite"}
+    assert set(rows) == {"leftnet-qm9", "leftnet-md17", "leftnet-cpu", "leftnet-lite", "leftnet-quickstart"}
     assert abs(rows["leftnet-qm9"]["parameters"] / 8.0e6 - 1.0) < 0.10  # main_qm9.py: ≈ 8.0 M
     # main_md17.py: ≈ 5.05 M including a direct force head (≈ 0.12 M) that this model does not have
     assert abs(rows["leftnet-md17"]["parameters"] / 5.05e6 - 1.0) < 0.10
@@ -130,6 +130,15 @@ def test_presets_match_the_published_sizes():
     # heads and 119 instead of 95 elements
     released = models.count_parameters(models.create("leftnet", preset="qm9", **RELEASED_FTE))
     assert abs(released - 8_005_442) < 0.01 * 8_005_442
+
+
+def test_the_quickstart_preset_is_the_model_the_quickstart_trains():
+    from localframe import quickstart
+
+    hparams = models.resolve_preset("leftnet-quickstart")[1]
+    assert hparams.items() >= quickstart.HPARAMS.items() and hparams["cutoff"] == 5.0
+    built = models.create("leftnet", cutoff=5.0, **quickstart.HPARAMS)
+    assert models.count_parameters(built) == models.count_parameters(models.create("leftnet", preset="quickstart"))
 
 
 def test_todays_variant_keeps_its_size():

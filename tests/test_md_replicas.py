@@ -86,6 +86,21 @@ def test_fixed_graph_replicas_equal_separate_eager_runs(lf, monkeypatch):
         np.testing.assert_allclose(got["atoms"].get_velocities(), want["atoms"].get_velocities(), rtol=0, atol=1e-10)
 
 
+def test_a_second_run_reuses_the_fixed_graph(lf, monkeypatch):
+    """The calculator keeps the replicas' graph: a second run of as many replicas traces nothing and,
+    with the same seed, repeats the first run exactly; another replica count builds its own graph."""
+    built = []
+    init = fast.FixedGraph.__init__
+    monkeypatch.setattr(fast.FixedGraph, "__init__", lambda self, *a, **k: (built.append(k.get("structures", 1)), init(self, *a, **k))[1])
+    calc = traced(tiny_model())
+    first, second = (run_replicas(calc, lf.ethanol(), 3, steps=10, seed=2, progress=False, **GENTLE) for _ in range(2))
+    assert built == [3] and first["fixed_graph"] and second["fixed_graph"]
+    for x, y in zip(first["replicas"], second["replicas"]):
+        np.testing.assert_array_equal(x["atoms"].positions, y["atoms"].positions)
+    run_replicas(calc, lf.ethanol(), 2, steps=2, progress=False, **GENTLE)
+    assert built == [3, 2]
+
+
 def test_fixed_graph_replicas_keep_guards_and_fall_back(lf):
     """A replica that trips the close-contact guard stops alone on the fixed-graph path too; replicas
     of different molecules take the general path (same numbers as without the fixed graph)."""

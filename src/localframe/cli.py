@@ -279,7 +279,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes=tuple(int(n) for n in _names(args.sizes)) if args.sizes else None, time_cap_s=args.time_cap,
         max_memory_gib=args.max_memory_gib, xtb=not args.no_xtb, xtb_cap_s=args.xtb_cap, allocator=args.allocator,
         tasks=_names(args.tasks) or bench.TASKS, budget_minutes=args.budget_minutes, seeds=args.seeds,
-        n_train=args.n_train, n_test=args.n_test, profile=_names(args.profile) or (),
+        n_train=args.n_train, n_test=args.n_test, md_replicas=args.md_replicas, md_rounds=args.md_rounds,
+        md_seconds=args.md_seconds, md_compile=not args.md_no_compile, profile=_names(args.profile) or (),
         notes=_read_notes(args.notes), command="localframe " + " ".join(sys.argv[1:]),
     )
     written = bench.run(options)
@@ -509,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed, scaling, accuracy and N-body benchmarks against peers; writes a report")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (CI: minutes, no peers needed)")
-    p.add_argument("--suite", metavar="NAMES", help="comma-separated: speed,scaling,accuracy,nbody (default: all)")
+    p.add_argument("--suite", metavar="NAMES", help="comma-separated: speed,scaling,accuracy,nbody,md (default: all)")
     p.add_argument("--models", metavar="NAMES", help="comma-separated localframe models, model presets "
                    "(e.g. leftnet-lite) and peers (pyg_schnet, pyg_dimenet++, pyg_visnet, mace; accuracy suite: mace-own, MACE trained by mace_run_train); default: all models and peers")
     p.add_argument("--threads", type=int, default=1, help="torch (and xTB) threads for every measurement (default 1)")
@@ -530,6 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-xtb", action="store_true", help="no GFN2-xTB reference timings")
     g.add_argument("--allocator", default="default", choices=("default", "tuned"),
                    help="'tuned': glibc malloc without mmap or trimming (results saved as scaling-tuned)")
+    g = p.add_argument_group("md (MD steps per second; models unless --models: the quickstart's LEFTNet, schnet, mace)")
+    g.add_argument("--md-replicas", type=int, default=64, help="replicas of the batched runs (default 64)")
+    g.add_argument("--md-rounds", type=int, default=5, help="interleaved rounds of every engine (default 5)")
+    g.add_argument("--md-seconds", type=float, default=2.0, help="about this long per timed run (default 2 s)")
+    g.add_argument("--md-no-compile", action="store_true", help="no compiled (fixed-graph) runs: no minutes of compilation")
     g = p.add_argument_group("accuracy")
     g.add_argument("--tasks", metavar="NAMES", help="comma-separated: qm9,md17 (default: both)")
     g.add_argument("--budget-minutes", type=float, default=30.0, help="training minutes per model and seed (default 30)")

@@ -125,13 +125,15 @@ class FastPath:
 
     ``fast(atoms)`` returns the evaluator's result dict, or None when the fast path does not
     apply (then :attr:`reason` says why; a structure it refused once is not tried again).
-    ``compile=False`` runs the traced graphs without Inductor (tests).
+    ``compile=False`` runs the traced graphs without Inductor (tests). :meth:`batch` gives the
+    :class:`FastBatch` of R replicas, kept for later runs with the same R.
     """
 
     def __init__(self, evaluator, compile: bool = True):
         self.evaluator, self.compile = evaluator, compile
         self.reason: str | None = unsupported(evaluator)
         self.graphs: list[FixedGraph] | None = None
+        self._batches: dict[tuple, FastBatch] = {}
         self._numbers: np.ndarray | None = None
         self._pbc: np.ndarray | None = None
         self._cell: np.ndarray | None = None
@@ -165,6 +167,14 @@ class FastPath:
 
         result = combine([{"energy": e, "forces": f} for e, f, _ in outputs])
         return {key: value[0] if key in ("energy", "energies", "energy_std") else value for key, value in result.items()}
+
+    def batch(self, replicas: int, max_pairs: int | None) -> "FastBatch":
+        """The fixed-graph path of ``replicas`` structures at once, built (traced, compiled) on its first
+        call and kept: a later run of as many replicas reuses its graph instead of tracing it again."""
+        key = (replicas, max_pairs)
+        if key not in self._batches:
+            self._batches[key] = FastBatch(self.evaluator, max_pairs, compile=self.compile)
+        return self._batches[key]
 
     # ------------------------------------------------------------------ state
     def _same_structure(self, atoms: Atoms) -> bool:

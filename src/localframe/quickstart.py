@@ -15,6 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+#: The size of the quickstart's model, any model (for LEFTNet: the preset ``leftnet-quickstart``).
+HPARAMS = {"hidden_channels": 64, "num_layers": 3}
+
 
 def run(out: str | Path = "quickstart", frames: int = 500, seed: int = 0, minutes: float = 4.0,
         model: str = "leftnet", md_steps: int = 1000) -> int:
@@ -41,7 +44,7 @@ def run(out: str | Path = "quickstart", frames: int = 500, seed: int = 0, minute
     n_test = max(1, frames // 10)
     cfg = configuration.validate({
         "data": {"source": str(data), "n_train": frames - 2 * n_test, "n_val": n_test, "n_test": n_test},
-        "model": {"name": model, "cutoff": 5.0, "hparams": {"hidden_channels": 64, "num_layers": 3}},
+        "model": {"name": model, "cutoff": 5.0, "hparams": dict(HPARAMS)},
         "train": {"batch_size": 8, "lr": 2e-3, "max_time": minutes, "warmup_steps": 50, "ema_decay": 0.99,
                   "weights": {"energy": 1.0, "forces": 100.0}, "seed": seed, "checkpoint_minutes": 2.0},
         "run_dir": str(run_dir),

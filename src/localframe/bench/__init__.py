@@ -6,8 +6,9 @@
 report from everything found there, so suites run at different times end up in one report.
 
 Suites: :mod:`.speed`, :mod:`.scaling`, :mod:`.accuracy`, :mod:`.nbody` (the charged N-body task ES(5):
-EGNN against ClofNet, ``nbody.json``); peers: :mod:`.peers`; structures:
-:mod:`.workloads`; MD speed: :mod:`.md_speed`; results on disk: :mod:`.results`; report: :mod:`.report`
+EGNN against ClofNet, ``nbody.json``), ``md`` (MD steps per second: one trajectory and replicas, eager
+and compiled, against GFN2-xTB, ``md.json``; :func:`.md_speed.run`); peers: :mod:`.peers`; structures:
+:mod:`.workloads`; results on disk: :mod:`.results`; report: :mod:`.report`
 (markdown), with :mod:`.figures` (plots) and :mod:`.verdicts` (the targets, as data). Peers (PyTorch Geometric, MACE) are optional: a peer
 that is not installed is reported as skipped.
 """
@@ -24,7 +25,7 @@ from typing import Any, Callable
 from localframe.errors import InputError
 from localframe.files import write_text
 
-SUITES = ("speed", "scaling", "accuracy", "nbody")
+SUITES = ("speed", "scaling", "accuracy", "nbody", "md")
 #: Models of a quick run unless ``models`` is given (a peer that is not installed is skipped).
 QUICK_MODELS = ("schnet", "leftnet", "pyg_schnet")
 TASKS = ("qm9", "md17")
@@ -56,6 +57,11 @@ class Options:
     seeds: int = 3
     n_train: int | None = None
     n_test: int | None = None
+    # md (default models: md_speed.MODELS)
+    md_replicas: int = 64
+    md_rounds: int = 5
+    md_seconds: float = 2.0
+    md_compile: bool = True
     # profiles of the hot spots: model names
     profile: tuple[str, ...] = ()
     notes: str | None = None
@@ -75,6 +81,8 @@ def _check(options: Options) -> None:
         raise InputError(f"--allocator must be default or tuned, got {options.allocator!r}")
     if options.dtype not in ("float32", "float64"):
         raise InputError(f"--dtype must be float32 or float64, got {options.dtype!r}")
+    if options.md_replicas < 1 or options.md_rounds < 1 or options.md_seconds <= 0:
+        raise InputError("--md-replicas and --md-rounds must be at least 1, --md-seconds positive")
     if options.budget_minutes <= 0 or options.seeds < 1 or options.repeats < 1 or options.warmup < 0:
         raise InputError("--budget-minutes must be positive, --seeds and --repeats at least 1, --warmup at least 0")
 
@@ -113,6 +121,7 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
     os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
     names, status = model_names(options)
     from localframe.bench import own_trainers
+    from localframe.bench import peers as peers_module
 
     built = [n for n in names if not own_trainers.is_own(n)]  # own-trainer peers: accuracy suite only
     out = Path(options.out)
@@ -147,6 +156,17 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
                            n_train=options.n_train, n_test=options.n_test, data_dir=out / "data", log=log,
                            save=lambda partial: results.save(partial, out, "nbody"))
         written["results"].append(str(results.save(result, out, "nbody")))
+    if "md" in options.suites:
+        from localframe.bench import md_speed
+
+        chosen = built if options.models or quick else [
+            n for n in md_speed.MODELS if not peers_module.is_peer(n) or status[n]["available"]]
+        result = md_speed.run(chosen, systems=("ethanol",) if quick else md_speed.SYSTEMS,
+                              replicas=4 if quick else options.md_replicas, rounds=1 if quick else options.md_rounds,
+                              seconds=0.2 if quick else options.md_seconds, compiled=options.md_compile and not quick,
+                              xtb=options.xtb, threads=options.threads, dtype=options.dtype, cutoff=options.cutoff, log=log,
+                              save=lambda partial: results.save(partial, out, "md"))
+        written["results"].append(str(results.save(result, out, "md")))
     if options.profile:
         from localframe.bench import common, speed
 

@@ -1,5 +1,5 @@
 """The report's figures (matplotlib, PNG in ``figures/`` next to the report): throughput, scaling,
-accuracy against training time."""
+accuracy against training time, MD steps per second."""
 
 from __future__ import annotations
 
@@ -134,6 +134,39 @@ def accuracy_figure(task_name: str, rows: list[dict[str, Any]], report: Path) ->
     ax.legend(fontsize=8)
     fig.tight_layout()
     path, rel = figure_path(report, f"bench_accuracy_{task_name}.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return rel
+
+
+def md_figure(md: dict[str, Any], report: Path) -> str | None:
+    """Replica-steps per CPU second of every engine, one panel per system, with GFN2-xTB's rate marked."""
+    systems = [(name, data) for name, data in md["systems"].items() if any("failure" not in r for r in data["rows"])]
+    if not systems:
+        return None
+    plt = pyplot()
+    height = max(len(data["rows"]) for _, data in systems)
+    fig, axes = plt.subplots(1, len(systems), figsize=(6.5 * len(systems), 0.32 * height + 1.6), squeeze=False)
+    colours = {(False, False): "C0", (False, True): "C1", (True, False): "C2", (True, True): "C3"}  # (compiled, replicas)
+    for ax, (name, data) in zip(axes[0], systems):
+        rows = [r for r in data["rows"] if "failure" not in r and r["engine"] != "GFN2-xTB"]
+        labels = [f"{r['label'].removeprefix('localframe ')}, {'compiled' if r['compiled'] else 'eager'}, "
+                  + (f"{r['replicas']} replicas" if r["replicas"] else "one") for r in rows]
+        ax.barh(np.arange(len(rows)), [r["steps_per_cpu_second"] for r in rows],
+                color=[colours[r["compiled"], bool(r["replicas"])] for r in rows])
+        ax.set_yticks(np.arange(len(rows)))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        xtb = next((r for r in data["rows"] if r["engine"] == "GFN2-xTB" and "failure" not in r), None)
+        if xtb:
+            ax.axvline(xtb["steps_per_cpu_second"], color="black", lw=1.5, label="GFN2-xTB, one trajectory")
+            ax.axvline(3 * xtb["steps_per_cpu_second"], color="black", lw=1, ls="--", label="3× GFN2-xTB")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xscale("log")
+        ax.set_xlabel("replica-steps per CPU second")
+        ax.set_title(f"{name} ({data['atoms']} atoms)")
+    fig.tight_layout()
+    path, rel = figure_path(report, "bench_md.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return rel

@@ -1,6 +1,7 @@
 """MD speed: steps per second of :func:`localframe.md.run_md` with the localframe calculator (eager or
 compiled, with or without a Verlet skin) against GFN2-xTB, the aggregate throughput of batched
-replicas (:func:`benchmark_replicas`), and the cost of one pair-list call.
+replicas (:func:`benchmark_replicas`), the cost of one pair-list call, and the ``md`` suite of
+``localframe bench`` (:func:`run`): all of it for several models, side by side in one run.
 
     from localframe.bench.md_speed import benchmark, benchmark_table
     print(benchmark_table(benchmark("model.pt", systems=("ethanol", "aspirin"))))
@@ -10,17 +11,23 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from contextlib import nullcontext
+from typing import Sequence
 
 import numpy as np
 from ase import Atoms
 
 from localframe.errors import InputError
-from localframe.md import run_md
+from localframe.md import MDStopped, run_md
 
 __all__ = ["benchmark", "benchmark_replicas", "benchmark_neighbor_list", "benchmark_table", "benchmark_systems",
-           "water_box"]
+           "water_box", "run", "MODELS", "SYSTEMS"]
+
+#: Models of the ``md`` suite unless told: the quickstart's LEFTNet, SchNet and MACE (where installed).
+MODELS = ("leftnet-quickstart", "schnet", "mace")
+SYSTEMS = ("ethanol", "aspirin")
+#: Steps of one timed run at most (100 fs at 0.5 fs): models of random weights hold a molecule together that long.
+MAX_STEPS = 200
 
 
 def water_box(repeats: int, spacing: float = 3.104) -> Atoms:
@@ -123,7 +130,8 @@ def benchmark(
         if r_xtb:
             from localframe.reference.xtb import tblite_threads
 
-            with _xtb_calculator(atoms) as xtb_calc:
+            xtb_calc = _xtb_calculator(atoms)
+            with tblite_threads():
                 run_md(xtb_calc, atoms, "nve", temperature, timestep, 1, **unguarded)
         xtb_runs: list[float] = []
         for k in range(max(r, r_xtb)):  # interleaved: a change of machine load affects every engine alike
@@ -260,13 +268,184 @@ def benchmark_neighbor_list(
     return rows
 
 
-@contextmanager
-def _xtb_calculator(atoms: Atoms) -> Iterator:
+def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 64, rounds: int = 5,
+        seconds: float = 2.0, compiled: bool = True, xtb: bool = True, threads: int = 1, dtype: str = "float32",
+        cutoff: float = 5.0, ensemble: str = "nvt", timestep: float = 0.5, temperature: float = 300.0,
+        log=None, save=None) -> dict:
+    """The ``md`` suite: per system, every model as one :func:`run_md` trajectory and as ``replicas``
+    replicas (:func:`~localframe.md.replicas.run_replicas`), eager and (``compiled``) through the
+    compiled fixed graph, against one GFN2-xTB trajectory (tblite, one OpenMP thread), all in one
+    process and interleaved round by round (every engine once per round), so that a change of machine
+    load affects all of them alike.
+
+    Models are built with the seed-0 weights of :func:`localframe.bench.common.build` (speed does not
+    depend on them) and their energy scaled by 0.1, so that the molecules hold together over the
+    timed steps; guards are off. Each engine's first run is its warm-up (compilation happens there);
+    a second one of 3 steps sets its steps per timed run so that a run lasts about ``seconds`` (5 to
+    :data:`MAX_STEPS` steps). A run that the calculator stops (two atoms closer than 0.1 Å) is timed
+    over the steps it made and counted in ``stopped``. A model that fails (or a compiled run that the
+    fixed graph does not serve, which would time the eager path twice) is recorded with the reason
+    and not timed.
+
+    Returns ``{"environment", "settings", "systems": {name: {"atoms", "rows"}}}``; a row per engine:
+    ``model``, ``label``, ``engine`` ("localframe"/"GFN2-xTB"), ``compiled``, ``replicas`` (0: one
+    ``run_md`` trajectory), ``steps``, ``runs`` (replica-steps per second of each round),
+    ``cpu_runs`` (the same per second of processor time, steadier on a shared machine), medians
+    ``steps_per_second``/``steps_per_cpu_second``, and the paired ratios, medians over the rounds of
+    each round's ratio: ``vs_eager_cpu`` (to the model's eager trajectory) and ``vs_xtb_cpu`` (to
+    GFN2-xTB), with their wall-clock twins ``vs_eager``/``vs_xtb``; or ``failure``.
+    ``save(partial)`` is called after each system.
+    """
+    import torch
+
+    from localframe.bench import common
+    from localframe.calculator import Calculator
+    from localframe.md.replicas import run_replicas
+    from localframe.reference.xtb import tblite_threads
+
+    log = log or (lambda message: print(message, flush=True))
+    torch.set_num_threads(threads)
+    options = {"progress": False, "max_temperature": 1e12, "min_distance": 0, "ensemble": ensemble,
+               "timestep": timestep, "temperature": temperature}
+    result = {"environment": common.environment(threads, dtype),
+              "settings": {"models": list(names), "systems": list(systems), "replicas": replicas, "rounds": rounds,
+                           "seconds": seconds, "compiled": compiled, "xtb": xtb, "ensemble": ensemble,
+                           "timestep_fs": timestep, "temperature_K": temperature, "cutoff": cutoff},
+              "systems": {}}
+
+    def once(engine: dict, atoms: Atoms, steps: int, seed: int) -> tuple[float, float]:
+        if engine["replicas"]:
+            out = run_replicas(engine["calc"], atoms, engine["replicas"], steps=steps, seed=seed, **options)
+            if engine["compiled"] and not out["fixed_graph"]:
+                raise RuntimeError("the compiled fixed graph does not serve these replicas")
+            return out["steps_per_second"], out["steps_per_cpu_second"]
+        context = tblite_threads() if engine["engine"] == "GFN2-xTB" else nullcontext()
+        with context:
+            try:
+                out = run_md(engine["calc"], atoms, steps=steps, seed=seed, **options)
+            except MDStopped as stop:  # a model of random weights may bring two atoms too close: time the steps done
+                out = stop.summary
+                engine["stopped"] = engine.get("stopped", 0) + 1
+        fast = getattr(getattr(engine["calc"], "evaluator", None), "fast", None)
+        if engine["compiled"] and (fast is None or fast.reason is not None or fast.graphs is None):
+            raise RuntimeError(f"the compiled fixed graph does not serve this model ({fast.reason if fast else 'off'})")
+        return out["steps_per_second"], out["steps"] / out["cpu_seconds"]
+
+    for system, atoms in benchmark_systems(systems).items():
+        torch._dynamo.reset()
+        engines = []
+        for name in names:
+            try:
+                model = common.build(name, cutoff=cutoff, dtype=getattr(torch, dtype))
+                model.energy_head.scale.mul_(0.1)
+                calcs = {False: Calculator(model, dtype=dtype)}
+                if compiled:
+                    calcs[True] = Calculator(model, dtype=dtype, compile=True)
+            except Exception as err:  # noqa: BLE001 - a model that cannot be built is a row with its reason
+                engines.append({"model": name, "label": common.label(name), "engine": "localframe", "compiled": False,
+                                "replicas": 0, "failure": common.failure(err)})
+                continue
+            for fixed, calc in calcs.items():
+                for count in (0, replicas):
+                    engines.append({"model": name, "label": common.label(name), "engine": "localframe",
+                                    "compiled": fixed, "replicas": count, "calc": calc})
+        if xtb:
+            try:
+                xtb_calc = _xtb_calculator(atoms)
+                engines.append({"model": "gfn2-xtb", "label": "GFN2-xTB (tblite)", "engine": "GFN2-xTB",
+                                "compiled": False, "replicas": 0, "calc": xtb_calc})
+            except Exception as err:  # noqa: BLE001 - tblite missing: a row with the reason
+                engines.append({"model": "gfn2-xtb", "label": "GFN2-xTB (tblite)", "engine": "GFN2-xTB",
+                                "compiled": False, "replicas": 0, "failure": common.failure(err)})
+        for engine in engines:  # warm-up (compiles), then the steps that make a run last about `seconds`
+            if "failure" in engine:
+                continue
+            try:
+                if engine["compiled"]:
+                    _check_fixed_graph(engine, engines, atoms)
+                once(engine, atoms, 3, 0)
+                started = time.perf_counter()
+                once(engine, atoms, 3, 0)
+                per_step = (time.perf_counter() - started) / 3
+                engine["steps"] = int(min(MAX_STEPS, max(5, round(seconds / max(per_step, 1e-6)))))
+                engine["runs"], engine["cpu_runs"] = [], []
+            except Exception as err:  # noqa: BLE001 - recorded with its reason, not timed
+                engine["failure"] = common.failure(err)
+            log(f"md {system}: {_engine_label(engine)} "
+                + (engine["failure"] if "failure" in engine else f"{engine['steps']} steps per run"))
+        timed = [e for e in engines if "failure" not in e]
+        for k in range(rounds):
+            for engine in timed:
+                if "failure" in engine:
+                    continue
+                try:
+                    wall, cpu = once(engine, atoms, engine["steps"], k)
+                    engine["runs"].append(wall)
+                    engine["cpu_runs"].append(cpu)
+                except Exception as err:  # noqa: BLE001
+                    engine["failure"] = common.failure(err)
+            log(f"md {system}: round {k + 1}/{rounds} done")
+        rows = [_md_row(engine, engines) for engine in engines]
+        for row in rows:
+            if "failure" not in row:
+                log(f"md {system}: {_engine_label(row)}: {row['steps_per_cpu_second']:.4g} replica-steps per CPU s"
+                    + (f", {row['vs_eager_cpu']:.2f}x one eager trajectory" if row.get("vs_eager_cpu") else "")
+                    + (f", {row['vs_xtb_cpu']:.2f}x GFN2-xTB" if row.get("vs_xtb_cpu") else ""))
+        result["systems"][system] = {"atoms": len(atoms), "rows": rows}
+        if save is not None:
+            save(result)
+    return result
+
+
+def _check_fixed_graph(engine: dict, engines: list[dict], atoms: Atoms) -> None:
+    """RuntimeError unless the compiled fixed graph serves ``engine``'s model: its one-trajectory engine
+    builds the graph first (without the minutes a compiled general path would take to warm up); the
+    replicas engine of a model whose graph could not be traced is not tried (the same trace)."""
+    if engine["replicas"]:
+        single = next((e for e in engines if e["model"] == engine["model"] and e["compiled"] and not e["replicas"]), None)
+        if single is not None and "failure" in single:
+            raise RuntimeError("the compiled fixed graph does not serve this model (see its one-trajectory row)")
+        return
+    fast = engine["calc"].evaluator.fast
+    fast(atoms)
+    if fast.reason is not None or fast.graphs is None:
+        raise RuntimeError(f"the compiled fixed graph does not serve this model ({fast.reason})")
+
+
+def _engine_label(engine: dict) -> str:
+    if engine["engine"] == "GFN2-xTB":
+        return engine["label"]
+    how = "compiled" if engine["compiled"] else "eager"
+    return f"{engine['label']}, {how}, " + (f"{engine['replicas']} replicas" if engine["replicas"] else "one trajectory")
+
+
+def _md_row(engine: dict, engines: list[dict]) -> dict:
+    """An engine's results with its paired ratios (each round against the same round of the reference)."""
+    keys = ("model", "label", "engine", "compiled", "replicas", "steps", "runs", "cpu_runs", "stopped", "failure")
+    row = {k: engine[k] for k in keys if k in engine}
+    if "failure" in engine or not engine["runs"]:
+        row.setdefault("failure", "no timed run")
+        return row
+    row["steps_per_second"] = statistics.median(engine["runs"])
+    row["steps_per_cpu_second"] = statistics.median(engine["cpu_runs"])
+    eager = next((e for e in engines if e["model"] == engine["model"] and e["engine"] == engine["engine"]
+                  and not e["compiled"] and not e["replicas"] and e is not engine), None)
+    xtb = next((e for e in engines if e["engine"] == "GFN2-xTB" and e is not engine), None)
+    for suffix, key in (("", "runs"), ("_cpu", "cpu_runs")):
+        for name, reference in (("vs_eager", eager), ("vs_xtb", xtb)):
+            paired = [a / b for a, b in zip(engine[key], reference.get(key, []))] if reference else []
+            if paired and "failure" not in reference and engine["engine"] != "GFN2-xTB":
+                row[name + suffix] = statistics.median(paired)
+    return row
+
+
+def _xtb_calculator(atoms: Atoms):
+    """tblite's GFN2-xTB calculator for ``atoms`` (run it inside ``tblite_threads()``: one OpenMP thread)."""
     from localframe.reference.xtb import tblite_calculator_class, tblite_threads
 
     TBLite = tblite_calculator_class()
     with tblite_threads():
-        yield TBLite(method="GFN2-xTB", charge=int(atoms.info.get("charge", 0)), verbosity=0)
+        return TBLite(method="GFN2-xTB", charge=int(atoms.info.get("charge", 0)), verbosity=0)
 
 
 def benchmark_table(rows: list[dict]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from localframe.bench import own_trainers, peers
-from localframe.bench.figures import accuracy_figure, scaling_figure, speed_figure
+from localframe.bench.figures import accuracy_figure, md_figure, scaling_figure, speed_figure
 from localframe.bench.results import load, model_label, number, row_label, save, user_fit  # noqa: F401 - save/load re-exported
 from localframe.bench.verdicts import SPEED_REFERENCES, targets
 from localframe.files import write_text
@@ -77,6 +77,9 @@ def _what_was_run(name: str, s: dict[str, Any]) -> str:
     if name == "scaling":
         return (f"{models}; boxes up to {max(s.get('sizes', [0]))} atoms, caps {s.get('time_cap_s')} s / "
                 f"{s.get('max_memory_gib')} GiB, xTB cap {s.get('xtb_cap_s')} s{quick}")
+    if name == "md":
+        return (f"{models}; {', '.join(s.get('systems', []))}; one trajectory and {s.get('replicas')} replicas, "
+                f"{'eager and compiled' if s.get('compiled') else 'eager'}, {s.get('rounds')} rounds")
     if name.startswith("accuracy"):
         return (f"{models}; {s.get('budget_minutes')} min of training per model and seed, {s.get('seeds')} seed(s)"
                 + (f", n_train {s['n_train']}" if s.get("n_train") else "")
@@ -134,6 +137,41 @@ def _speed(results: dict[str, Any], report: Path) -> list[str]:
     figure = speed_figure(speed, report)
     if figure:
         lines += [f"![training and inference throughput]({figure})", ""]
+    return lines
+
+
+def _md(results: dict[str, Any], report: Path) -> list[str]:
+    lines = ["## MD steps per second", ""]
+    md = results.get("md")
+    if not md:
+        return lines + ["Not run (`localframe bench --suite md`).", ""]
+    s = md["settings"]
+    lines += [f"{s['ensemble'].upper()} MD at {s['temperature_K']:g} K, {s['timestep_fs']:g} fs, through `run_md` as "
+              f"`localframe md` runs it: each model as one trajectory and as {s['replicas']} replicas (`run_replicas`, one "
+              "batched model call per step for all of them), eager and compiled (the fixed graph of `--compile`), and "
+              "one GFN2-xTB trajectory (tblite, one OpenMP thread), all in one process and interleaved over "
+              f"{s['rounds']} rounds of about {s['seconds']:g} s per run. Models have their seed-0 weights (speed does "
+              "not depend on them) with energies × 0.1, so that the molecules hold together; guards are off. Rates are "
+              "replica-steps per second of processor time (steadier than wall time on a shared machine; wall time in "
+              "the last column); ratios are medians of each round's ratio to the same round's reference (paired).", ""]
+    for system, data in md["systems"].items():
+        table = []
+        for r in data["rows"]:
+            run = "–" if r["engine"] == "GFN2-xTB" else ("compiled" if r["compiled"] else "eager") + ", " + (
+                f"{r['replicas']} replicas" if r["replicas"] else "one trajectory")
+            if "failure" in r:
+                table.append([r["label"], run, "–", r["failure"], "", "", ""])
+                continue
+            ratio = lambda key: f"{r[key]:.2f}×" if r.get(key) is not None else ""  # noqa: E731
+            table.append([r["label"], run, str(r["steps"]), number(r["steps_per_cpu_second"]), ratio("vs_eager_cpu"),
+                          ratio("vs_xtb_cpu"), number(r["steps_per_second"])])
+        lines += [f"### {system} ({data['atoms']} atoms)", ""]
+        lines += _table(["model", "run", "steps per run", "replica-steps per CPU s", "× one eager trajectory",
+                         "× GFN2-xTB", "replica-steps/s (wall)"], table)
+        lines.append("")
+    figure = md_figure(md, report)
+    if figure:
+        lines += [f"![MD throughput against GFN2-xTB]({figure})", ""]
     return lines
 
 
@@ -337,6 +375,7 @@ def render(results: dict[str, Any], report: str | Path, command: str | None = No
     lines += _speed(results, report)
     lines += _scaling(results, report)
     lines += _accuracy(results, report)
+    lines += _md(results, report)
     lines += _targets_section(results, notes)
     lines.append(END)
     return "\n".join(lines) + "\n"

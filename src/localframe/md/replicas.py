@@ -11,7 +11,7 @@ every replica does exactly the arithmetic of a single ``run_md`` with its seed; 
 of the batched model sums can differ (tested: float64, 50 steps, positions and velocities equal
 separate runs to 1e-10, Langevin NVT and NVE). With a compiled calculator (``compile=True``,
 ``localframe md --replicas N --compile``) replicas of the same atoms go through one fixed graph
-for G of them (:class:`localframe.fast.FastBatch`: forward and backward traced and compiled once,
+for G of them (:class:`localframe.fast.FastBatch`: forward and backward traced and compiled once per calculator and replica count,
 each replica on its own Verlet list, padded to the same pair count; G from ``max_pairs``).
 
 Starting structures: replica r starts from ``structures[r % M]`` (M structures given), and draws
@@ -33,7 +33,6 @@ from ase import Atoms
 
 from localframe.calculator import Calculator
 from localframe.errors import InputError
-from localframe.fast import FastBatch
 from localframe.inference import Evaluator, evaluate_together
 from localframe.md import checks
 from localframe.md.driver import MDStopped, run_md
@@ -70,7 +69,8 @@ def run_replicas(calculator, structures: Atoms | Sequence[Atoms], replicas: int,
     share one process)
     ``model_calls`` (the batched evaluations of all replicas, the first included; each in passes of
     at most ``max_pairs`` pairs) and ``model_seconds`` (the
-    time of those after the first: pair lists, conversion, the model's forward and backward pass).
+    time of those after the first: pair lists, conversion, the model's forward and backward pass),
+    ``fixed_graph`` (whether a compiled calculator's fixed graph served the replicas).
     """
     if not isinstance(calculator, Calculator):
         raise InputError("replicas need a localframe Calculator (one batched model call for all of them)")
@@ -122,7 +122,8 @@ def run_replicas(calculator, structures: Atoms | Sequence[Atoms], replicas: int,
     return {"replicas": summaries, "stopped": stopped, "replica_steps": total,
             "steps_per_second": total / wall if wall > 0 else None, "wall_seconds": wall,
             "steps_per_cpu_second": total / cpu if cpu > 0 else None, "cpu_seconds": cpu,
-            "model_calls": lockstep.calls, "model_seconds": lockstep.seconds}
+            "model_calls": lockstep.calls, "model_seconds": lockstep.seconds,
+            "fixed_graph": lockstep.fast is not None and lockstep.fast.reason is None and lockstep.fast.graphs is not None}
 
 
 class Aborted(Exception):
@@ -140,7 +141,7 @@ class Lockstep:
     def __init__(self, evaluator, n: int, max_pairs: int | None = None):
         self.evaluator, self.max_pairs = evaluator, max_pairs
         #: a compiled calculator: replicas of the same atoms through one fixed graph (localframe.fast)
-        self.fast = None if evaluator.fast is None else FastBatch(evaluator, max_pairs, compile=evaluator.fast.compile)
+        self.fast = None if evaluator.fast is None else evaluator.fast.batch(n, max_pairs)
         self.turns = [_Turn(self, r) for r in range(n)]
         self.running = n
         self.calls = 0

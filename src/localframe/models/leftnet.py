@@ -205,6 +205,8 @@ class LEFTNet(Representation):
         "qm9": {"cutoff": 5.0, "hidden_channels": 256, "num_layers": 4, "num_radial": 32},
         "md17": {"cutoff": 8.0, "hidden_channels": 200, "num_layers": 4, "num_radial": 32},
         "cpu": {"cutoff": 5.0, "hidden_channels": 64, "num_layers": 4, "num_radial": 32},
+        # the model `localframe quickstart` trains (its size: localframe.quickstart.HPARAMS)
+        "quickstart": {"cutoff": 5.0, "hidden_channels": 64, "num_layers": 3, "num_radial": 32},
         # the cheaper LEFTNet of before 2026-12 (1,130,794 parameters): one shared, narrow MLP_A, a narrow LSE,
         # node-frame coefficients as FTE input without tensorisation, vector messages over √3
         "lite": {"cutoff": 5.0, "hidden_channels": 128, "num_layers": 4, "num_radial": 32, "shared_filter": True,
