@@ -163,6 +163,7 @@ def md_figure(md: dict[str, Any], report: Path) -> str | None:
             ax.axvline(3 * xtb["steps_per_cpu_second"], color="black", lw=1, ls="--", label="3× GFN2-xTB")
             ax.legend(fontsize=7, loc="lower right")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # a narrow decade's minor labels overlap
         ax.set_xlabel("replica-steps per CPU second")
         ax.set_title(f"{name} ({data['atoms']} atoms)")
     fig.tight_layout()

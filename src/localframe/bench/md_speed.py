@@ -325,7 +325,7 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
                 out = run_md(engine["calc"], atoms, steps=steps, seed=seed, **options)
             except MDStopped as stop:  # a model of random weights may bring two atoms too close: time the steps done
                 out = stop.summary
-                engine["stopped"] = engine.get("stopped", 0) + 1
+                engine["stopped"] = engine.get("stopped", 0) + 1  # (the timed runs' count is reset after the warm-up)
         fast = getattr(getattr(engine["calc"], "evaluator", None), "fast", None)
         if engine["compiled"] and (fast is None or fast.reason is not None or fast.graphs is None):
             raise RuntimeError(f"the compiled fixed graph does not serve this model ({fast.reason if fast else 'off'})")
@@ -342,21 +342,15 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
                 if compiled:
                     calcs[True] = Calculator(model, dtype=dtype, compile=True)
             except Exception as err:  # noqa: BLE001 - a model that cannot be built is a row with its reason
-                engines.append({"model": name, "label": common.label(name), "engine": "localframe", "compiled": False,
-                                "replicas": 0, "failure": common.failure(err)})
+                engines.append(_engine(name, common.label(name), failure=common.failure(err)))
                 continue
-            for fixed, calc in calcs.items():
-                for count in (0, replicas):
-                    engines.append({"model": name, "label": common.label(name), "engine": "localframe",
-                                    "compiled": fixed, "replicas": count, "calc": calc})
+            engines += [_engine(name, common.label(name), compiled=fixed, replicas=count, calc=calc)
+                        for fixed, calc in calcs.items() for count in (0, replicas)]
         if xtb:
             try:
-                xtb_calc = _xtb_calculator(atoms)
-                engines.append({"model": "gfn2-xtb", "label": "GFN2-xTB (tblite)", "engine": "GFN2-xTB",
-                                "compiled": False, "replicas": 0, "calc": xtb_calc})
+                engines.append(_engine("gfn2-xtb", "GFN2-xTB (tblite)", "GFN2-xTB", calc=_xtb_calculator(atoms)))
             except Exception as err:  # noqa: BLE001 - tblite missing: a row with the reason
-                engines.append({"model": "gfn2-xtb", "label": "GFN2-xTB (tblite)", "engine": "GFN2-xTB",
-                                "compiled": False, "replicas": 0, "failure": common.failure(err)})
+                engines.append(_engine("gfn2-xtb", "GFN2-xTB (tblite)", "GFN2-xTB", failure=common.failure(err)))
         for engine in engines:  # warm-up (compiles), then the steps that make a run last about `seconds`
             if "failure" in engine:
                 continue
@@ -368,7 +362,7 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
                 once(engine, atoms, 3, 0)
                 per_step = (time.perf_counter() - started) / 3
                 engine["steps"] = int(min(MAX_STEPS, max(5, round(seconds / max(per_step, 1e-6)))))
-                engine["runs"], engine["cpu_runs"] = [], []
+                engine["runs"], engine["cpu_runs"], engine["stopped"] = [], [], 0
             except Exception as err:  # noqa: BLE001 - recorded with its reason, not timed
                 engine["failure"] = common.failure(err)
             log(f"md {system}: {_engine_label(engine)} "
@@ -397,6 +391,11 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
     return result
 
 
+def _engine(model: str, label: str, engine: str = "localframe", compiled: bool = False, replicas: int = 0, **extra) -> dict:
+    """One engine of the ``md`` suite: what it runs (``calc``) or why it does not (``failure``)."""
+    return {"model": model, "label": label, "engine": engine, "compiled": compiled, "replicas": replicas, **extra}
+
+
 def _check_fixed_graph(engine: dict, engines: list[dict], atoms: Atoms) -> None:
     """RuntimeError unless the compiled fixed graph serves ``engine``'s model: its one-trajectory engine
     builds the graph first (without the minutes a compiled general path would take to warm up); the
@@ -409,7 +408,7 @@ def _check_fixed_graph(engine: dict, engines: list[dict], atoms: Atoms) -> None:
     fast = engine["calc"].evaluator.fast
     fast(atoms)
     if fast.reason is not None or fast.graphs is None:
-        raise RuntimeError(f"the compiled fixed graph does not serve this model ({fast.reason})")
+        raise RuntimeError(f"the compiled fixed graph does not serve this model ({str(fast.reason).split(' - ')[0]})")
 
 
 def _engine_label(engine: dict) -> str:

@@ -163,7 +163,8 @@ def _md(results: dict[str, Any], report: Path) -> list[str]:
                 table.append([r["label"], run, "–", r["failure"], "", "", ""])
                 continue
             ratio = lambda key: f"{r[key]:.2f}×" if r.get(key) is not None else ""  # noqa: E731
-            table.append([r["label"], run, str(r["steps"]), number(r["steps_per_cpu_second"]), ratio("vs_eager_cpu"),
+            steps = str(r["steps"]) + (f" ({r['stopped']} runs stopped early)" if r.get("stopped") else "")
+            table.append([r["label"], run, steps, number(r["steps_per_cpu_second"]), ratio("vs_eager_cpu"),
                           ratio("vs_xtb_cpu"), number(r["steps_per_second"])])
         lines += [f"### {system} ({data['atoms']} atoms)", ""]
         lines += _table(["model", "run", "steps per run", "replica-steps per CPU s", "× one eager trajectory",
