@@ -121,7 +121,6 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
     os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
     names, status = model_names(options)
     from localframe.bench import own_trainers
-    from localframe.bench import peers as peers_module
 
     built = [n for n in names if not own_trainers.is_own(n)]  # own-trainer peers: accuracy suite only
     out = Path(options.out)
@@ -159,8 +158,8 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
     if "md" in options.suites:
         from localframe.bench import md_speed
 
-        chosen = built if options.models or quick else [
-            n for n in md_speed.MODELS if not peers_module.is_peer(n) or status[n]["available"]]
+        chosen = built if options.models or quick else [  # peers only where installed
+            n for n in md_speed.MODELS if status.get(n, {"available": True})["available"]]
         result = md_speed.run(chosen, systems=("ethanol",) if quick else md_speed.SYSTEMS,
                               replicas=4 if quick else options.md_replicas, rounds=1 if quick else options.md_rounds,
                               seconds=0.2 if quick else options.md_seconds, compiled=options.md_compile and not quick,

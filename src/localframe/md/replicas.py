@@ -11,8 +11,9 @@ every replica does exactly the arithmetic of a single ``run_md`` with its seed; 
 of the batched model sums can differ (tested: float64, 50 steps, positions and velocities equal
 separate runs to 1e-10, Langevin NVT and NVE). With a compiled calculator (``compile=True``,
 ``localframe md --replicas N --compile``) replicas of the same atoms go through one fixed graph
-for G of them (:class:`localframe.fast.FastBatch`: forward and backward traced and compiled once per calculator and replica count,
-each replica on its own Verlet list, padded to the same pair count; G from ``max_pairs``).
+for G of them (:class:`localframe.fast.FastBatch`: forward and backward traced and compiled once,
+kept by the calculator for later runs of as many replicas; each replica on its own Verlet list,
+padded to the same pair count; G from ``max_pairs``).
 
 Starting structures: replica r starts from ``structures[r % M]`` (M structures given), and draws
 its velocities and noise with ``seed + r``. Files: ``traj="md.extxyz"`` becomes ``md_r000.extxyz``,
