@@ -236,6 +236,18 @@ def test_md_ratios_are_paired_round_by_round_and_judged_against_the_goals():
     assert verdicts._md_versus_xtb({}, ("m", "M"), "ethanol", 3.0) is None
 
 
+def test_md_section_names_the_device_of_the_models(tmp_path):
+    settings = {"ensemble": "nvt", "temperature_K": 300.0, "timestep_fs": 0.5, "replicas": 64, "rounds": 5,
+                "seconds": 2.0, "device": "cuda:0", "models": ["schnet"], "systems": ["ethanol"], "compiled": True}
+    row = {"model": "schnet", "label": "localframe schnet", "engine": "localframe", "compiled": False, "replicas": 0,
+           "steps": 10, "runs": [5.0], "cpu_runs": [5.0], "steps_per_second": 5.0, "steps_per_cpu_second": 5.0}
+    results = {"md": {"environment": {"cpu": "x", "versions": {}}, "settings": settings,
+                      "systems": {"ethanol": {"atoms": 9, "rows": [row]}}}}
+    text = "\n".join(report._md(results, tmp_path / "report.md") + report._setup(results, None))
+    assert "Models on **cuda:0** (GFN2-xTB on the CPU)" in text and "the md suite's models on cuda:0" in text
+    assert "no GPU used" not in text and (tmp_path / "figures" / "bench_md.png").stat().st_size > 0
+
+
 def test_own_trainer_notes_state_only_the_timing_a_program_reports():
     common = {"package": "pkg", "version": "1.0", "recipe": "its README", "settings": {"ema": True, "lr": 0.01},
               "epochs": 3, "wall_s": 600.0, "model_tested": "best"}

@@ -280,7 +280,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         max_memory_gib=args.max_memory_gib, xtb=not args.no_xtb, xtb_cap_s=args.xtb_cap, allocator=args.allocator,
         tasks=_names(args.tasks) or bench.TASKS, budget_minutes=args.budget_minutes, seeds=args.seeds,
         n_train=args.n_train, n_test=args.n_test, md_replicas=args.md_replicas, md_rounds=args.md_rounds,
-        md_seconds=args.md_seconds, md_compile=not args.md_no_compile, profile=_names(args.profile) or (),
+        md_seconds=args.md_seconds, md_compile=not args.md_no_compile, md_device=args.md_device, profile=_names(args.profile) or (),
         notes=_read_notes(args.notes), command="localframe " + " ".join(sys.argv[1:]),
     )
     written = bench.run(options)
@@ -536,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--md-rounds", type=int, default=5, help="interleaved rounds of every engine (default 5)")
     g.add_argument("--md-seconds", type=float, default=2.0, help="about this long per timed run (default 2 s)")
     g.add_argument("--md-no-compile", action="store_true", help="no compiled (fixed-graph) runs: no minutes of compilation")
+    g.add_argument("--md-device", default="cpu", help="where the models run, e.g. cuda (default cpu; GFN2-xTB runs on the CPU)")
     g = p.add_argument_group("accuracy")
     g.add_argument("--tasks", metavar="NAMES", help="comma-separated: qm9,md17 (default: both)")
     g.add_argument("--budget-minutes", type=float, default=30.0, help="training minutes per model and seed (default 30)")

@@ -62,6 +62,7 @@ class Options:
     md_rounds: int = 5
     md_seconds: float = 2.0
     md_compile: bool = True
+    md_device: str = "cpu"
     # profiles of the hot spots: model names
     profile: tuple[str, ...] = ()
     notes: str | None = None
@@ -163,7 +164,8 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
         result = md_speed.run(chosen, systems=("ethanol",) if quick else md_speed.SYSTEMS,
                               replicas=4 if quick else options.md_replicas, rounds=1 if quick else options.md_rounds,
                               seconds=0.2 if quick else options.md_seconds, compiled=options.md_compile and not quick,
-                              xtb=options.xtb, threads=options.threads, dtype=options.dtype, cutoff=options.cutoff, log=log,
+                              xtb=options.xtb, threads=options.threads, dtype=options.dtype, cutoff=options.cutoff,
+                              device=options.md_device, log=log,
                               save=lambda partial: results.save(partial, out, "md"))
         written["results"].append(str(results.save(result, out, "md")))
     if options.profile:

@@ -271,12 +271,12 @@ def benchmark_neighbor_list(
 def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 64, rounds: int = 5,
         seconds: float = 2.0, compiled: bool = True, xtb: bool = True, threads: int = 1, dtype: str = "float32",
         cutoff: float = 5.0, ensemble: str = "nvt", timestep: float = 0.5, temperature: float = 300.0,
-        log=None, save=None) -> dict:
+        device: str = "cpu", log=None, save=None) -> dict:
     """The ``md`` suite: per system, every model as one :func:`run_md` trajectory and as ``replicas``
     replicas (:func:`~localframe.md.replicas.run_replicas`), eager and (``compiled``) through the
     compiled fixed graph, against one GFN2-xTB trajectory (tblite, one OpenMP thread), all in one
     process and interleaved round by round (every engine once per round), so that a change of machine
-    load affects all of them alike.
+    load affects all of them alike. ``device``: where the models run (GFN2-xTB runs on the CPU).
 
     Models are built with the seed-0 weights of :func:`localframe.bench.common.build` (speed does not
     depend on them) and their energy scaled by 0.1, so that the molecules hold together over the
@@ -310,7 +310,7 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
     result = {"environment": common.environment(threads, dtype),
               "settings": {"models": list(names), "systems": list(systems), "replicas": replicas, "rounds": rounds,
                            "seconds": seconds, "compiled": compiled, "xtb": xtb, "ensemble": ensemble,
-                           "timestep_fs": timestep, "temperature_K": temperature, "cutoff": cutoff},
+                           "timestep_fs": timestep, "temperature_K": temperature, "cutoff": cutoff, "device": device},
               "systems": {}}
 
     def once(engine: dict, atoms: Atoms, steps: int, seed: int) -> tuple[float, float]:
@@ -338,9 +338,9 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
             try:
                 model = common.build(name, cutoff=cutoff, dtype=getattr(torch, dtype))
                 model.energy_head.scale.mul_(0.1)
-                calcs = {False: Calculator(model, dtype=dtype)}
+                calcs = {False: Calculator(model, device=device, dtype=dtype)}
                 if compiled:
-                    calcs[True] = Calculator(model, dtype=dtype, compile=True)
+                    calcs[True] = Calculator(model, device=device, dtype=dtype, compile=True)
             except Exception as err:  # noqa: BLE001 - a model that cannot be built is a row with its reason
                 engines.append(_engine(name, common.label(name), failure=common.failure(err)))
                 continue

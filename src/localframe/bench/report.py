@@ -47,8 +47,10 @@ def _setup(results: dict[str, Any], command: str | None) -> list[str]:
     if not suites:
         return lines + ["No results yet: run `localframe bench`.", ""]
     env = suites[0][1]["environment"]
+    devices = sorted({str(r.get("settings", {}).get("device", "cpu")) for _, r in suites} - {"cpu"})
     lines += [f"- Machine: {env.get('cpu')}, {env.get('cores')} cores ({env.get('usable_cores')} usable), "
-              f"{env.get('memory_gib')} GiB memory, {env.get('os')}; no GPU used.",
+              f"{env.get('memory_gib')} GiB memory, {env.get('os')}; "
+              + (f"the md suite's models on {', '.join(devices)}." if devices else "no GPU used."),
               "- Every figure on this page was taken with the thread count and dtype of its suite (table below), "
               "`torch.set_num_threads` set explicitly; GFN2-xTB ran with the same number of OpenMP threads.",
               "- Load average: 1/5/15-minute averages from `/proc/loadavg` at the start and end of each suite; "
@@ -146,7 +148,9 @@ def _md(results: dict[str, Any], report: Path) -> list[str]:
     if not md:
         return lines + ["Not run (`localframe bench --suite md`).", ""]
     s = md["settings"]
-    lines += [f"{s['ensemble'].upper()} MD at {s['temperature_K']:g} K, {s['timestep_fs']:g} fs, through `run_md` as "
+    device = s.get("device", "cpu")
+    lines += [(f"Models on **{device}** (GFN2-xTB on the CPU). " if device != "cpu" else "") +
+              f"{s['ensemble'].upper()} MD at {s['temperature_K']:g} K, {s['timestep_fs']:g} fs, through `run_md` as "
               f"`localframe md` runs it: each model as one trajectory and as {s['replicas']} replicas (`run_replicas`, one "
               "batched model call per step for all of them), eager and compiled (the fixed graph of `--compile`), and "
               "one GFN2-xTB trajectory (tblite, one OpenMP thread), all in one process and interleaved over "
