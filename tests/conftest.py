@@ -133,13 +133,24 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q
 
 
+def traced(model, skin: float = 0.0):
+    """A float64 calculator whose fixed-graph path (as ``compile=True`` sets it) runs the traced graph
+    without Inductor: seconds, not minutes."""
+    from localframe import fast
+    from localframe.calculator import Calculator
+
+    calc = Calculator(model, dtype="float64", skin=skin)
+    calc.evaluator.fast = fast.FastPath(calc.evaluator, compile=False)
+    return calc
+
+
 @pytest.fixture
 def lf():
     """Helpers and structures shared by the test modules."""
     return types.SimpleNamespace(
         build_model=build_model, predict=predict, randomize_biases=randomize_biases,
         ethanol=ethanol, chiral=chiral, sf6=sf6, symmetric_molecules=symmetric_molecules,
-        silicon=silicon, triclinic=triclinic, random_rotation=random_rotation, rattled=rattled,
+        silicon=silicon, triclinic=triclinic, random_rotation=random_rotation, rattled=rattled, traced=traced,
     )
 
 

@@ -21,13 +21,6 @@ from localframe.nn.scatter import scatter_sum
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def traced(model, skin: float) -> Calculator:
-    """A float64 calculator whose fast path runs the traced graph without Inductor (seconds, not minutes)."""
-    calc = Calculator(model, dtype="float64", skin=skin)
-    calc.evaluator.fast = fast.FastPath(calc.evaluator, compile=False)
-    return calc
-
-
 def md_against_eager(calc: Calculator, model, atoms, steps: int, skin: float) -> float:
     """Largest |ΔE| and |ΔF| between ``calc`` and the eager calculator along NVE MD driven by ``calc``."""
     eager = Calculator(model, dtype="float64", skin=skin)
@@ -50,7 +43,7 @@ def md_against_eager(calc: Calculator, model, atoms, steps: int, skin: float) ->
 def test_fixed_graph_equals_eager_over_md(lf, name):
     """Candidates between r_c and r_c + δ, padding pairs and rebuilds: the eager numbers to 1e-10 (float64)."""
     model = lf.build_model(name, cutoff=2.5)
-    calc = traced(model, skin=0.5)
+    calc = lf.traced(model, skin=0.5)
     worst = md_against_eager(calc, model, lf.ethanol(), steps=25, skin=0.5)
     path = calc.evaluator.fast
     assert path.available and path.graphs is not None  # served by the fast path throughout
@@ -66,7 +59,7 @@ def test_fixed_graph_periodic(lf):
     """A periodic crystal (image pairs, fixed cell): the eager numbers to 1e-10."""
     model = lf.build_model("leftnet", cutoff=3.0)
     atoms = lf.rattled(bulk("Si", "diamond", a=5.43), 0.05, seed=2)
-    assert md_against_eager(traced(model, skin=0.5), model, atoms, steps=5, skin=0.5) < 1e-10
+    assert md_against_eager(lf.traced(model, skin=0.5), model, atoms, steps=5, skin=0.5) < 1e-10
 
 
 def test_padded_pairs_by_hand():
@@ -80,14 +73,14 @@ def test_padded_pairs_by_hand():
 
 def test_new_molecule_gets_a_new_graph(lf):
     model = lf.build_model("painn", cutoff=3.0)
-    calc, eager = traced(model, 0.0), Calculator(model, dtype="float64")
+    calc, eager = lf.traced(model, 0.0), Calculator(model, dtype="float64")
     for atoms in (lf.ethanol(), lf.sf6()):
         np.testing.assert_allclose(calc.get_forces(atoms), eager.get_forces(atoms), rtol=0, atol=1e-10)
         assert calc.evaluator.fast._positions.shape == (len(atoms), 3)
 
 
 def test_fast_path_rejects_bad_structures(lf):
-    calc = traced(lf.build_model("painn", cutoff=3.0), 0.0)
+    calc = lf.traced(lf.build_model("painn", cutoff=3.0), 0.0)
     atoms = lf.ethanol()
     calc.get_forces(atoms)
     close = atoms.copy()
@@ -116,7 +109,7 @@ class _EdgeCounter(Representation):
 
 def test_falls_back_without_an_envelope(lf):
     model = AtomisticModel(_EdgeCounter(), "edge-counter", {}).double()
-    calc, eager = traced(model, 0.0), Calculator(model, dtype="float64")
+    calc, eager = lf.traced(model, 0.0), Calculator(model, dtype="float64")
     atoms = lf.ethanol()
     with pytest.warns(UserWarning, match="general path"):
         energy = calc.get_potential_energy(atoms)
@@ -142,7 +135,7 @@ def test_falls_back_when_compiling_fails(lf, monkeypatch):
 
 def test_stress_uses_the_general_path(lf):
     model = lf.build_model("painn", cutoff=3.0)
-    calc, eager = traced(model, 0.0), Calculator(model, dtype="float64")
+    calc, eager = lf.traced(model, 0.0), Calculator(model, dtype="float64")
     atoms = lf.rattled(bulk("Si", "diamond", a=5.43), 0.05, seed=2)
     np.testing.assert_allclose(calc.get_stress(atoms), eager.get_stress(atoms), rtol=0, atol=1e-12)
     assert calc.evaluator.fast.graphs is None  # not built: stress is never served by the fast path
@@ -150,7 +143,7 @@ def test_stress_uses_the_general_path(lf):
 
 def test_committee(lf):
     members = [lf.build_model("painn", seed=s, cutoff=3.0) for s in (0, 1)]
-    calc, eager = traced(members, 0.0), Calculator(members, dtype="float64")
+    calc, eager = lf.traced(members, 0.0), Calculator(members, dtype="float64")
     atoms = lf.ethanol()
     calc.get_forces(atoms)
     for key in ("energy", "forces", "energy_std", "forces_std", "energies"):

@@ -57,13 +57,6 @@ def test_replicas_equal_separate_runs(lf, ensemble):
     assert np.abs(result["replicas"][0]["atoms"].positions - result["replicas"][2]["atoms"].positions).max() > 1e-3
 
 
-def traced(model) -> Calculator:
-    """A float64 calculator whose fixed-graph path (as ``compile=True`` sets it) runs traced, without Inductor."""
-    calc = Calculator(model, dtype="float64")
-    calc.evaluator.fast = fast.FastPath(calc.evaluator, compile=False)
-    return calc
-
-
 def test_fixed_graph_replicas_equal_separate_eager_runs(lf, monkeypatch):
     """Replicas through one fixed graph of two structures (max_pairs: two ethanols' 72 pairs each;
     three replicas, so the second graph call of a step is filled up with a copy): every replica
@@ -74,7 +67,7 @@ def test_fixed_graph_replicas_equal_separate_eager_runs(lf, monkeypatch):
     model = tiny_model()
     starts = [lf.ethanol(), lf.rattled(lf.ethanol(), 0.03, seed=7)]
     steps, seed = 50, 5
-    result = run_replicas(traced(model), starts, 3, ensemble="nvt", steps=steps, seed=seed, progress=False,
+    result = run_replicas(lf.traced(model), starts, 3, ensemble="nvt", steps=steps, seed=seed, progress=False,
                           max_pairs=150, **GENTLE)
     assert result["stopped"] == [] and result["model_calls"] == steps + 1
     assert calls == [2] * (2 * (steps + 1))  # every evaluation: two calls of the two-structure graph
@@ -92,7 +85,7 @@ def test_a_second_run_reuses_the_fixed_graph(lf, monkeypatch):
     built = []
     init = fast.FixedGraph.__init__
     monkeypatch.setattr(fast.FixedGraph, "__init__", lambda self, *a, **k: (built.append(k.get("structures", 1)), init(self, *a, **k))[1])
-    calc = traced(tiny_model())
+    calc = lf.traced(tiny_model())
     first, second = (run_replicas(calc, lf.ethanol(), 3, steps=10, seed=2, progress=False, **GENTLE) for _ in range(2))
     assert built == [3] and first["fixed_graph"] and second["fixed_graph"]
     for x, y in zip(first["replicas"], second["replicas"]):
@@ -107,11 +100,11 @@ def test_fixed_graph_replicas_keep_guards_and_fall_back(lf):
     from ase.build import molecule
 
     model = tiny_model()
-    result = run_replicas(traced(model), [lf.ethanol(), squeezed(lf.ethanol())], 3, steps=10, progress=False, **GENTLE)
+    result = run_replicas(lf.traced(model), [lf.ethanol(), squeezed(lf.ethanol())], 3, steps=10, progress=False, **GENTLE)
     assert [s["replica"] for s in result["replicas"] if s["stopped"]] == [1]
     assert "0.3 Å apart" in result["stopped"][0]
     mixed = [lf.ethanol(), molecule("CH3OH")]
-    a = run_replicas(traced(model), mixed, 2, steps=10, progress=False, **GENTLE)
+    a = run_replicas(lf.traced(model), mixed, 2, steps=10, progress=False, **GENTLE)
     b = run_replicas(Calculator(model, dtype="float64"), mixed, 2, steps=10, progress=False, **GENTLE)
     for x, y in zip(a["replicas"], b["replicas"]):
         np.testing.assert_allclose(x["atoms"].positions, y["atoms"].positions, rtol=0, atol=1e-12)
