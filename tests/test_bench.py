@@ -236,6 +236,26 @@ def test_md_ratios_are_paired_round_by_round_and_judged_against_the_goals():
     assert verdicts._md_versus_xtb({}, ("m", "M"), "ethanol", 3.0) is None
 
 
+def test_md_suite_times_a_trained_model_file_as_trained(tmp_path, capsys):
+    """A model file is a model of the run under its path, with its own weights (no energy scaling);
+    suites that train from scratch refuse it with a one-line error."""
+    from localframe import models
+    from localframe.bench import common, md_speed
+    from localframe.io import save_model
+
+    torch.manual_seed(0)
+    path = str(save_model(models.create("schnet", hidden_channels=16, num_layers=2), tmp_path / "model.pt"))
+    assert common.is_model_file(path) and common.label(path) == path
+    built = common.build(path)
+    assert float(built.energy_head.scale) == 1.0
+    result = md_speed.run([path], systems=("ethanol",), replicas=2, rounds=1, seconds=0.05, compiled=False, xtb=False,
+                          log=lambda message: None)
+    rows = result["systems"]["ethanol"]["rows"]
+    assert [(r["model"], r["replicas"]) for r in rows] == [(path, 0), (path, 2)] and all("failure" not in r for r in rows)
+    assert cli.main(["bench", "--suite", "accuracy", "--models", path, "--out", str(tmp_path / "b")]) == cli.EXIT_INPUT
+    assert "train models from scratch" in capsys.readouterr().err
+
+
 def test_md_section_names_the_device_of_the_models(tmp_path):
     settings = {"ensemble": "nvt", "temperature_K": 300.0, "timestep_fs": 0.5, "replicas": 64, "rounds": 5,
                 "seconds": 2.0, "device": "cuda:0", "models": ["schnet"], "systems": ["ethanol"], "compiled": True}

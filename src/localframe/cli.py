@@ -512,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (CI: minutes, no peers needed)")
     p.add_argument("--suite", metavar="NAMES", help="comma-separated: speed,scaling,accuracy,nbody,md (default: all)")
     p.add_argument("--models", metavar="NAMES", help="comma-separated localframe models, model presets "
-                   "(e.g. leftnet-lite) and peers (pyg_schnet, pyg_dimenet++, pyg_visnet, mace; accuracy suite: mace-own, MACE trained by mace_run_train); default: all models and peers")
+                   "(e.g. leftnet-lite), peers (pyg_schnet, pyg_dimenet++, pyg_visnet, mace; accuracy suite: mace-own, MACE trained by mace_run_train) "
+                   "and trained model files (e.g. runs/x/model.pt, as trained); default: all models and peers")
     p.add_argument("--threads", type=int, default=1, help="torch (and xTB) threads for every measurement (default 1)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--out", default="runs/bench", help="folder for the JSON results (default runs/bench)")

@@ -82,6 +82,12 @@ def _check(options: Options) -> None:
         raise InputError(f"--allocator must be default or tuned, got {options.allocator!r}")
     if options.dtype not in ("float32", "float64"):
         raise InputError(f"--dtype must be float32 or float64, got {options.dtype!r}")
+    from localframe.bench.common import is_model_file
+
+    files = [n for n in options.models or () if is_model_file(n)]
+    if files and {"accuracy", "nbody"} & set(options.suites):
+        raise InputError(f"model file(s) {files}: the accuracy and nbody suites train models from scratch; "
+                         "give model files to the speed, scaling and md suites (--suite md,...)")
     if options.md_replicas < 1 or options.md_rounds < 1 or options.md_seconds <= 0:
         raise InputError("--md-replicas and --md-rounds must be at least 1, --md-seconds positive")
     if options.budget_minutes <= 0 or options.seeds < 1 or options.repeats < 1 or options.warmup < 0:
@@ -92,14 +98,15 @@ def model_names(options: Options) -> tuple[list[str], dict[str, dict[str, Any]]]
     """(models to run, peer status for every peer). Requested peers that are not installed are
     dropped from the run and reported as skipped."""
     from localframe import models
-    from localframe.bench import own_trainers, peers
+    from localframe.bench import common, own_trainers, peers
 
     ours = [*models.available(), *models.presets()]
     requested = list(options.models) if options.models else (
         list(QUICK_MODELS) if options.quick else [*models.available(), *peers.names()])
-    unknown = [n for n in requested if n not in ours and not peers.is_peer(n) and not own_trainers.is_own(n)]
+    unknown = [n for n in requested if n not in ours and not peers.is_peer(n) and not own_trainers.is_own(n)
+               and not common.is_model_file(n)]
     if unknown:
-        raise InputError(f"unknown model(s) {unknown}; localframe models and presets: {', '.join(ours)}; peers: "
+        raise InputError(f"unknown model(s) {unknown} (neither a name nor a model file); localframe models and presets: {', '.join(ours)}; peers: "
                          f"{', '.join(peers.names())}; peers by their own trainers (accuracy suite): "
                          f"{', '.join(own_trainers.names())}")
     status = {name: peers.status(name) for name in peers.names()}

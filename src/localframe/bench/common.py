@@ -41,17 +41,27 @@ def failure(err: BaseException, limit: int = 200) -> str:
 _BUILT: dict[str, torch.nn.Module] = {}
 
 
+def is_model_file(name: str) -> bool:
+    """Whether ``name`` is a trained model file (benchmarked as it was trained) rather than a model's name."""
+    return os.path.isfile(name)
+
+
 def build(name: str, cutoff: float = 5.0, dtype: torch.dtype = torch.float32, seed: int = 0,
           targets: dict[str, str] | None = None, **hparams: Any):
     """Any benchmarked model by name: a localframe model, a model preset (``"leftnet-lite"``, with the
-    benchmark's ``cutoff``), or a peer (see :mod:`.peers`).
+    benchmark's ``cutoff``), a peer (see :mod:`.peers`), or a trained model file (its own cutoff and
+    weights; ``cutoff``, ``seed`` and ``hparams`` do not apply).
 
     Models are initialised from ``seed``. A freshly built model is kept and later requests for the
     same arguments get a copy of it (DimeNet++ and MACE take seconds to construct)."""
     key = repr((name, float(cutoff), str(dtype), seed, sorted((targets or {}).items()), sorted(hparams.items())))
     if key not in _BUILT:
         torch.manual_seed(seed)
-        if peers.is_peer(name):
+        if is_model_file(name):
+            from localframe.io import load_model
+
+            model = load_model(name)
+        elif peers.is_peer(name):
             model = peers.create(name, cutoff=cutoff, targets=targets, **hparams)
         elif name in models.presets():
             base, preset = models.resolve_preset(name)
@@ -63,7 +73,9 @@ def build(name: str, cutoff: float = 5.0, dtype: torch.dtype = torch.float32, se
 
 
 def label(name: str) -> str:
-    """Display name: peers by their label, ours as ``localframe <name>``."""
+    """Display name: peers by their label, ours as ``localframe <name>``, model files by their path."""
+    if is_model_file(name):
+        return name
     return peers.label(name) if peers.is_peer(name) else f"localframe {name}"
 
 

@@ -278,9 +278,9 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
     process and interleaved round by round (every engine once per round), so that a change of machine
     load affects all of them alike. ``device``: where the models run (GFN2-xTB runs on the CPU).
 
-    Models are built with the seed-0 weights of :func:`localframe.bench.common.build` (speed does not
-    depend on them) and their energy scaled by 0.1, so that the molecules hold together over the
-    timed steps; guards are off. Each engine's first run is its warm-up (compilation happens there);
+    Models given by name are built with the seed-0 weights of :func:`localframe.bench.common.build`
+    (speed does not depend on them) and their energy scaled by 0.1, so that the molecules hold
+    together over the timed steps; model files run as trained. Guards are off. Each engine's first run is its warm-up (compilation happens there);
     a second one of 3 steps sets its steps per timed run so that a run lasts about ``seconds`` (5 to
     :data:`MAX_STEPS` steps). A run that the calculator stops (two atoms closer than 0.1 Å) is timed
     over the steps it made and counted in ``stopped``. A model that fails (or a compiled run that the
@@ -337,7 +337,8 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
         for name in names:
             try:
                 model = common.build(name, cutoff=cutoff, dtype=getattr(torch, dtype))
-                model.energy_head.scale.mul_(0.1)
+                if not common.is_model_file(name):
+                    model.energy_head.scale.mul_(0.1)
                 calcs = {False: Calculator(model, device=device, dtype=dtype)}
                 if compiled:
                     calcs[True] = Calculator(model, device=device, dtype=dtype, compile=True)
