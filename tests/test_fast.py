@@ -3,6 +3,8 @@ pair-list rebuilds and padding included, and a clean fall-back where it does not
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -148,6 +150,52 @@ def test_committee(lf):
     calc.get_forces(atoms)
     for key in ("energy", "forces", "energy_std", "forces_std", "energies"):
         np.testing.assert_allclose(calc.get_property(key, atoms), eager.get_property(key, atoms), rtol=0, atol=1e-10)
+
+
+def test_compiled_graphs_are_kept_in_the_cache(lf, monkeypatch, tmp_path):
+    """AOTInductor's library is built once per graph and kept: the same architecture and sizes load it
+    (other weights too: they are inputs), other constants or sizes get their own, and a failed
+    compilation leaves nothing behind. (The compiler itself is replaced: the real one takes a minute.)"""
+    monkeypatch.setenv("LOCALFRAME_CACHE", str(tmp_path))
+    built = []
+
+    def compile_and_package(program, package_path):
+        built.append(package_path)
+        Path(package_path).write_bytes(b"library")
+        return package_path
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", compile_and_package)
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda path: (lambda *args: programs[path](*args)))
+    programs = {}
+    record = fast.ahead_of_time
+
+    def ahead_of_time(traced, example):
+        programs[str(tmp_path / "graphs" / f"{fast.graph_key(traced, example)}.pt2")] = traced
+        return record(traced, example)
+
+    monkeypatch.setattr(fast, "ahead_of_time", ahead_of_time)
+    atoms = lf.ethanol()
+
+    def forces(model):
+        calc = Calculator(model, dtype="float64")
+        calc.evaluator.fast = fast.FastPath(calc.evaluator)  # as compile=True sets it
+        return calc.get_forces(atoms)
+
+    a, b = lf.build_model("schnet", cutoff=3.0, seed=0), lf.build_model("schnet", cutoff=3.0, seed=1)
+    np.testing.assert_allclose(forces(a), Calculator(a, dtype="float64").get_forces(atoms), rtol=0, atol=1e-10)
+    forces(b)
+    assert len(built) == 1 and len(list((tmp_path / "graphs").glob("*.pt2"))) == 1
+    forces(lf.build_model("schnet", cutoff=3.5))  # other settings: another graph
+    assert len(built) == 2 and not list((tmp_path / "graphs").glob("*partial*"))
+
+    def broken(program, package_path):
+        Path(package_path).write_bytes(b"half")
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", broken)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        forces(lf.build_model("schnet", cutoff=4.0))
+    assert len(list((tmp_path / "graphs").iterdir())) == 2  # no partial library left
 
 
 @pytest.mark.slow

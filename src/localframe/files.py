@@ -41,3 +41,10 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_open(path, "w") as handle:
         handle.write(text)
     return Path(path)
+
+
+def cache_dir() -> Path:
+    """localframe's cache folder: ``$LOCALFRAME_CACHE``, else ``~/.cache/localframe`` (parsed data sets,
+    compiled graphs)."""
+    root = os.environ.get("LOCALFRAME_CACHE") or Path.home() / ".cache" / "localframe"
+    return Path(root)

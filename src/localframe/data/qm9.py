@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +44,7 @@ from ase import Atoms
 from ase.units import Hartree
 
 from localframe.errors import InputError
-from localframe.files import atomic_open
+from localframe.files import atomic_open, cache_dir
 
 N_MOLECULES = 130_831
 SPLIT_SIZES = (110_000, 10_000)  # train, validation; test is the rest
@@ -166,11 +165,6 @@ def data_dir() -> Path:
     if not folder.is_dir():
         raise InputError(f"qm9: no data folder in the qm9pack installation at {folder}")
     return folder
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("LOCALFRAME_CACHE") or Path.home() / ".cache" / "localframe"
-    return Path(root)
 
 
 def load(cache: bool = True) -> QM9:
