@@ -32,8 +32,8 @@ works as for the standard properties.
 Options: ``skin`` (Å) reuses the neighbour list between calls while no atom has moved more than
 skin/2 (exactly the same pairs as a fresh list; ``skin=0``, the default, builds a fresh list every
 call, which with vesin on a CPU measured as fast); ``compile=True`` evaluates energy and forces of one structure through a compiled fixed graph
-(:mod:`localframe.fast`; the first call compiles for minutes, later calls are several times
-faster; same results to round-off) and the rest through ``torch.compile``. :meth:`Calculator.evaluate_many` evaluates many
+(:mod:`localframe.fast`; the first call compiles for about a minute, or loads the library compiled
+before from the cache; later calls are several times faster; same results to round-off) and the rest through ``torch.compile``. :meth:`Calculator.evaluate_many` evaluates many
 structures in batches. ``stress_with_forces`` (see :class:`Calculator`): once the stress has been asked for
 a periodic structure, every later energy or forces call for the same atoms computes it in the same pass, so
 that NPT dynamics and cell relaxation, which ask for forces and then stress at every step, make one model

@@ -237,7 +237,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", default="-1", help="structure in the file (ASE index, default -1: the last)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    parser.add_argument("--compile", action="store_true", help="compiled model: one fixed graph for energy and forces (AOTInductor; the first call compiles, then cached)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--allow-unseen-elements", action="store_true",
@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--md-replicas", type=int, default=64, help="replicas of the batched runs (default 64)")
     g.add_argument("--md-rounds", type=int, default=5, help="interleaved rounds of every engine (default 5)")
     g.add_argument("--md-seconds", type=float, default=2.0, help="about this long per timed run (default 2 s)")
-    g.add_argument("--md-no-compile", action="store_true", help="no compiled (fixed-graph) runs: no minutes of compilation")
+    g.add_argument("--md-no-compile", action="store_true", help="no compiled (fixed-graph) runs: no compilation")
     g.add_argument("--md-device", default="cpu", help="where the models run, e.g. cuda (default cpu; GFN2-xTB runs on the CPU)")
     g = p.add_argument_group("accuracy")
     g.add_argument("--tasks", metavar="NAMES", help="comma-separated: qm9,md17 (default: both)")
