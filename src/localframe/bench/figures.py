@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from localframe.bench.results import model_label, row_label
+from localframe.bench.results import md_run_label, model_label, row_label
 
 
 def figure_path(report: Path, name: str) -> tuple[Path, str]:
@@ -150,8 +150,7 @@ def md_figure(md: dict[str, Any], report: Path) -> str | None:
     colours = {(False, False): "C0", (False, True): "C1", (True, False): "C2", (True, True): "C3"}  # (compiled, replicas)
     for ax, (name, data) in zip(axes[0], systems):
         rows = [r for r in data["rows"] if "failure" not in r and r["engine"] != "GFN2-xTB"]
-        labels = [f"{r['label'].removeprefix('localframe ')}, {'compiled' if r['compiled'] else 'eager'}, "
-                  + (f"{r['replicas']} replicas" if r["replicas"] else "one") for r in rows]
+        labels = [f"{r['label'].removeprefix('localframe ')}, {md_run_label(r)}" for r in rows]
         ax.barh(np.arange(len(rows)), [r["steps_per_cpu_second"] for r in rows],
                 color=[colours[r["compiled"], bool(r["replicas"])] for r in rows])
         ax.set_yticks(np.arange(len(rows)))

@@ -298,6 +298,7 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
     """
     import torch
 
+    from localframe import dtypes
     from localframe.bench import common
     from localframe.calculator import Calculator
     from localframe.md.replicas import run_replicas
@@ -326,9 +327,8 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
             except MDStopped as stop:  # a model of random weights may bring two atoms too close: time the steps done
                 out = stop.summary
                 engine["stopped"] = engine.get("stopped", 0) + 1  # (the timed runs' count is reset after the warm-up)
-        fast = getattr(getattr(engine["calc"], "evaluator", None), "fast", None)
-        if engine["compiled"] and (fast is None or fast.reason is not None or fast.graphs is None):
-            raise RuntimeError(f"the compiled fixed graph does not serve this model ({fast.reason if fast else 'off'})")
+        if engine["compiled"]:
+            _check_served(engine["calc"].evaluator.fast)
         return out["steps_per_second"], out["steps"] / out["cpu_seconds"]
 
     for system, atoms in benchmark_systems(systems).items():
@@ -336,7 +336,7 @@ def run(names: Sequence[str], systems: Sequence[str] = SYSTEMS, replicas: int = 
         engines = []
         for name in names:
             try:
-                model = common.build(name, cutoff=cutoff, dtype=getattr(torch, dtype))
+                model = common.build(name, cutoff=cutoff, dtype=dtypes.torch_dtype(dtype))
                 if not common.is_model_file(name):
                     model.energy_head.scale.mul_(0.1)
                 calcs = {False: Calculator(model, device=device, dtype=dtype)}
@@ -408,15 +408,19 @@ def _check_fixed_graph(engine: dict, engines: list[dict], atoms: Atoms) -> None:
         return
     fast = engine["calc"].evaluator.fast
     fast(atoms)
+    _check_served(fast)
+
+
+def _check_served(fast) -> None:
+    """RuntimeError unless the fixed graph of ``fast`` (a :class:`localframe.fast.FastPath`) is built and serves."""
     if fast.reason is not None or fast.graphs is None:
         raise RuntimeError(f"the compiled fixed graph does not serve this model ({str(fast.reason).split(' - ')[0]})")
 
 
 def _engine_label(engine: dict) -> str:
-    if engine["engine"] == "GFN2-xTB":
-        return engine["label"]
-    how = "compiled" if engine["compiled"] else "eager"
-    return f"{engine['label']}, {how}, " + (f"{engine['replicas']} replicas" if engine["replicas"] else "one trajectory")
+    from localframe.bench.results import md_run_label
+
+    return engine["label"] if engine["engine"] == "GFN2-xTB" else f"{engine['label']}, {md_run_label(engine)}"
 
 
 def _md_row(engine: dict, engines: list[dict]) -> dict:

@@ -19,7 +19,7 @@ import numpy as np
 
 from localframe.bench import own_trainers, peers
 from localframe.bench.figures import accuracy_figure, md_figure, scaling_figure, speed_figure
-from localframe.bench.results import load, model_label, number, row_label, save, user_fit  # noqa: F401 - save/load re-exported
+from localframe.bench.results import load, md_run_label, model_label, number, row_label, save, user_fit  # noqa: F401 - save/load re-exported
 from localframe.bench.verdicts import SPEED_REFERENCES, targets
 from localframe.files import write_text
 
@@ -154,15 +154,15 @@ def _md(results: dict[str, Any], report: Path) -> list[str]:
               f"`localframe md` runs it: each model as one trajectory and as {s['replicas']} replicas (`run_replicas`, one "
               "batched model call per step for all of them), eager and compiled (the fixed graph of `--compile`), and "
               "one GFN2-xTB trajectory (tblite, one OpenMP thread), all in one process and interleaved over "
-              f"{s['rounds']} rounds of about {s['seconds']:g} s per run. Models have their seed-0 weights (speed does "
-              "not depend on them) with energies × 0.1, so that the molecules hold together; guards are off. Rates are "
+              f"{s['rounds']} rounds of about {s['seconds']:g} s per run. Models given by name have their seed-0 weights "
+              "(speed does not depend on them) with energies × 0.1, so that the molecules hold together; model files "
+              "run as trained; guards are off. Rates are "
               "replica-steps per second of processor time (steadier than wall time on a shared machine; wall time in "
               "the last column); ratios are medians of each round's ratio to the same round's reference (paired).", ""]
     for system, data in md["systems"].items():
         table = []
         for r in data["rows"]:
-            run = "–" if r["engine"] == "GFN2-xTB" else ("compiled" if r["compiled"] else "eager") + ", " + (
-                f"{r['replicas']} replicas" if r["replicas"] else "one trajectory")
+            run = md_run_label(r)
             if "failure" in r:
                 table.append([r["label"], run, "–", r["failure"], "", "", ""])
                 continue

@@ -59,6 +59,14 @@ def row_label(row: dict[str, Any]) -> str:
     return row.get("label") or row.get("model", "?")
 
 
+def md_run_label(row: dict[str, Any]) -> str:
+    """What an ``md``-suite row ran: "eager, one trajectory", "compiled, 64 replicas", or "–" for GFN2-xTB."""
+    if row["engine"] == "GFN2-xTB":
+        return "–"
+    return ("compiled" if row["compiled"] else "eager") + ", " + (
+        f"{row['replicas']} replicas" if row["replicas"] else "one trajectory")
+
+
 def model_label(scaling: dict[str, Any], name: str) -> str:
     for row in scaling["boxes"]["rows"]:
         if row["model"] == name:
